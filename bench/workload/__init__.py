@@ -1,0 +1,1 @@
+"""Workloads: multilingual prompt packs (`packs`) and language-fair text statistics (`text`)."""
