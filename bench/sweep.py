@@ -1,0 +1,313 @@
+"""Config -> the ordered list of cells (cartesian product, then exclude, then include).
+
+Cells come out grouped by load key (model variant, backend, load-time settings), so a model is
+loaded once per distinct load-time setting, not once per cell.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from bench.config import (
+    LOAD_TIME_SETTINGS,
+    Config,
+    ConfigError,
+    ModelSpec,
+    quant_from_filename,
+)
+
+# The keys a cell is described by; exclude/include entries use them.
+CELL_KEYS = (
+    "model",
+    "quant",
+    "backend",
+    "n_threads",
+    "n_gpu_layers",
+    "n_ctx",
+    "n_batch",
+    "n_ubatch",
+    "flash_attn",
+    "prompt_id",
+    "prompt_tokens",
+    "gen_tokens",
+)
+SETTING_KEYS = ("n_threads",) + LOAD_TIME_SETTINGS
+
+
+@dataclass(frozen=True)
+class ModelVariant:
+    """One model file to load: a model spec at one quantization."""
+
+    spec: ModelSpec
+    quant: str
+    file: str | None  # file name in the repo/package; None for a local path
+
+    @property
+    def key(self) -> str:
+        return f"{self.spec.id}@{self.quant}" if self.spec.quants else self.spec.id
+
+    def source(self) -> dict[str, Any]:
+        s = self.spec
+        if s.path is not None:
+            return {"path": s.path}
+        if s.repo is not None:
+            return {"repo": s.repo, "file": self.file, "revision": s.revision}
+        return {"package": s.package, "file": self.file}
+
+
+@dataclass(frozen=True)
+class Cell:
+    index: int
+    variant: ModelVariant
+    backend: str
+    settings: tuple[tuple[str, Any], ...]  # engine settings, SETTING_KEYS order
+    prompt_id: str
+    prompt_tokens: int | None
+    prompt_text: str | None = field(repr=False)
+    gen_tokens: int
+    extra: tuple[tuple[str, Any], ...] = ()  # backend options that are not swept (use_mmap)
+
+    @property
+    def cell_id(self) -> str:
+        return f"c{self.index + 1:03d}"
+
+    @property
+    def setting(self) -> dict[str, Any]:
+        return dict(self.settings)
+
+    def params(self) -> dict[str, Any]:
+        """The flat description used in tables, exclude/include and cell keys."""
+        return {
+            "model": self.variant.spec.id,
+            "quant": self.variant.quant,
+            "backend": self.backend,
+            **self.setting,
+            "prompt_id": self.prompt_id,
+            "prompt_tokens": self.prompt_tokens,
+            "gen_tokens": self.gen_tokens,
+        }
+
+    def load_key(self) -> tuple[Any, ...]:
+        s = self.setting
+        return (self.variant.key, self.backend) + tuple(s[k] for k in LOAD_TIME_SETTINGS)
+
+    def settings_hash(self, config_trials: dict[str, Any] | None = None) -> str:
+        """Hash of what this cell measures; the same cell in another run has the same hash."""
+        body = {
+            "params": self.params(),
+            "source": self.variant.source(),
+            "prompt_text": self.prompt_text,
+            "extra": dict(self.extra),
+            "trials": config_trials,
+        }
+        canon = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(canon.encode()).hexdigest()[:16]
+
+    def describe(self) -> str:
+        p = self.params()
+        bits = [p["model"] + (f" {p['quant']}" if p["quant"] else ""), p["backend"]]
+        s = self.setting
+        bits += [f"threads={s['n_threads']}", f"ngl={s['n_gpu_layers']}"]
+        defaults = {"n_ctx": 2048, "n_batch": 512, "n_ubatch": 512, "flash_attn": False}
+        bits += [f"{k}={s[k]}" for k, d in defaults.items() if s[k] != d]
+        bits.append(p["prompt_id"] if p["prompt_tokens"] is None else f"pp{p['prompt_tokens']}")
+        bits.append(f"tg{p['gen_tokens']}")
+        return " ".join(str(b) for b in bits)
+
+
+def default_threads() -> int:
+    return psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
+
+
+def model_variants(spec: ModelSpec) -> list[ModelVariant]:
+    if spec.quants:
+        out = []
+        for q in spec.quants:
+            file = spec.file.replace("{quant}", q) if spec.file else None
+            out.append(ModelVariant(spec, q, file))
+        return out
+    name = spec.path or spec.file or ""
+    return [ModelVariant(spec, quant_from_filename(name), spec.file)]
+
+
+def _product_cells(config: Config) -> list[dict[str, Any]]:
+    rows = []
+    for spec in config.models:
+        for variant in model_variants(spec):
+            for backend in config.backends:
+                threads = backend.n_threads or [default_threads()]
+                axes = [
+                    threads,
+                    backend.n_gpu_layers,
+                    backend.n_ctx,
+                    backend.n_batch,
+                    backend.n_ubatch,
+                    backend.flash_attn,
+                ]
+                for combo in itertools.product(*axes):
+                    setting = dict(zip(SETTING_KEYS, combo))
+                    for prompt_id, n_prompt, text in config.workload.prompt_axis():
+                        for gen in config.workload.gen_tokens:
+                            rows.append(
+                                {
+                                    "variant": variant,
+                                    "backend": backend.name,
+                                    "setting": setting,
+                                    "prompt": (prompt_id, n_prompt, text),
+                                    "gen_tokens": gen,
+                                    "extra": (("use_mmap", backend.use_mmap),),
+                                }
+                            )
+    return rows
+
+
+def _flat(row: dict[str, Any]) -> dict[str, Any]:
+    v: ModelVariant = row["variant"]
+    pid, n, _ = row["prompt"]
+    return {
+        "model": v.spec.id,
+        "quant": v.quant,
+        "backend": row["backend"],
+        **row["setting"],
+        "prompt_id": pid,
+        "prompt_tokens": n,
+        "gen_tokens": row["gen_tokens"],
+    }
+
+
+def _check_keys(entry: dict[str, Any], what: str, i: int) -> None:
+    unknown = [k for k in entry if k not in CELL_KEYS]
+    if unknown:
+        raise ConfigError(
+            f"{what}[{i}]: unknown key {unknown[0]!r}; allowed: {', '.join(CELL_KEYS)}"
+        )
+    if not entry:
+        raise ConfigError(f"{what}[{i}]: an empty entry would match every cell")
+
+
+def _matches(flat: dict[str, Any], entry: dict[str, Any]) -> bool:
+    return all(flat.get(k) == v for k, v in entry.items())
+
+
+def _include_row(config: Config, entry: dict[str, Any], i: int) -> dict[str, Any]:
+    """An include entry names a cell; unspecified keys take the first value of their axis."""
+    model_id = entry.get("model", config.models[0].id if len(config.models) == 1 else None)
+    if model_id is None:
+        raise ConfigError(f"include[{i}]: name the 'model' (the config has several)")
+    spec = next((m for m in config.models if m.id == model_id), None)
+    if spec is None:
+        ids = ", ".join(m.id for m in config.models)
+        raise ConfigError(f"include[{i}]: no model {model_id!r}; models: {ids}")
+    variants = model_variants(spec)
+    quant = entry.get("quant", variants[0].quant)
+    variant = next((v for v in variants if v.quant == quant), None)
+    if variant is None:
+        raise ConfigError(f"include[{i}]: model {model_id!r} has no quant {quant!r}")
+    bname = entry.get("backend", config.backends[0].name)
+    backend = next((b for b in config.backends if b.name == bname), None)
+    if backend is None:
+        raise ConfigError(f"include[{i}]: no backend {bname!r} in the config")
+    first = {
+        "n_threads": (backend.n_threads or [default_threads()])[0],
+        "n_gpu_layers": backend.n_gpu_layers[0],
+        "n_ctx": backend.n_ctx[0],
+        "n_batch": backend.n_batch[0],
+        "n_ubatch": backend.n_ubatch[0],
+        "flash_attn": backend.flash_attn[0],
+    }
+    setting = {k: entry.get(k, first[k]) for k in SETTING_KEYS}
+    prompts = config.workload.prompt_axis()
+    if "prompt_id" in entry:
+        prompt = next((p for p in prompts if p[0] == entry["prompt_id"]), None)
+        if prompt is None:
+            raise ConfigError(f"include[{i}]: no prompt {entry['prompt_id']!r}")
+    elif "prompt_tokens" in entry:
+        if config.workload.prompt is not None:
+            raise ConfigError(f"include[{i}]: 'prompt_tokens' needs a synthetic workload")
+        n = entry["prompt_tokens"]
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 1_000_000:
+            raise ConfigError(f"include[{i}]: prompt_tokens must be an integer from 1 to 1000000")
+        prompt = (f"synthetic-{n}", n, None)
+    else:
+        prompt = prompts[0]
+    gen = entry.get("gen_tokens", config.workload.gen_tokens[0])
+    for k, v in {**setting, "gen_tokens": gen}.items():
+        if k == "flash_attn":
+            if not isinstance(v, bool):
+                raise ConfigError(f"include[{i}]: flash_attn must be true or false")
+        elif not isinstance(v, int) or isinstance(v, bool) or v < -1 or v > 10_000_000:
+            raise ConfigError(f"include[{i}]: {k} must be an integer")
+    return {
+        "variant": variant,
+        "backend": bname,
+        "setting": setting,
+        "prompt": prompt,
+        "gen_tokens": gen,
+        "extra": (("use_mmap", backend.use_mmap),),
+    }
+
+
+def expand(config: Config) -> list[Cell]:
+    rows = _product_cells(config)
+    for i, entry in enumerate(config.exclude):
+        _check_keys(entry, "exclude", i)
+    rows = [r for r in rows if not any(_matches(_flat(r), e) for e in config.exclude)]
+    seen = {json.dumps(_flat(r), sort_keys=True, default=str) for r in rows}
+    for i, entry in enumerate(config.include):
+        _check_keys(entry, "include", i)
+        row = _include_row(config, entry, i)
+        key = json.dumps(_flat(row), sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            rows.append(row)
+    # Group by load key, groups in order of first appearance (stable within a group).
+    order: dict[tuple[Any, ...], int] = {}
+    cells = []
+    for r in rows:
+        s = r["setting"]
+        lk = (r["variant"].key, r["backend"]) + tuple(s[k] for k in LOAD_TIME_SETTINGS)
+        order.setdefault(lk, len(order))
+        cells.append((order[lk], r))
+    cells.sort(key=lambda t: t[0])
+    out = []
+    for idx, (_, r) in enumerate(cells):
+        pid, n, text = r["prompt"]
+        out.append(
+            Cell(
+                index=idx,
+                variant=r["variant"],
+                backend=r["backend"],
+                settings=tuple((k, r["setting"][k]) for k in SETTING_KEYS),
+                prompt_id=pid,
+                prompt_tokens=n,
+                prompt_text=text,
+                gen_tokens=r["gen_tokens"],
+                extra=r["extra"],
+            )
+        )
+    for c in out:
+        need = (c.prompt_tokens or 0) + c.gen_tokens
+        if c.prompt_tokens is not None and need > c.setting["n_ctx"]:
+            raise ConfigError(
+                f"cell {c.cell_id} ({c.describe()}) needs {need} tokens of context but n_ctx is "
+                f"{c.setting['n_ctx']}; raise n_ctx or shorten the workload"
+            )
+    if not out:
+        raise ConfigError("the sweep is empty: 'exclude' removed every cell")
+    return out
+
+
+def groups(cells: list[Cell]) -> list[list[Cell]]:
+    """Consecutive cells sharing a load key."""
+    out: list[list[Cell]] = []
+    for c in cells:
+        if out and out[-1][0].load_key() == c.load_key():
+            out[-1].append(c)
+        else:
+            out.append([c])
+    return out

