@@ -69,11 +69,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _fail(str(e))
     if args.dry_run:
         return dry_run(loaded, cells, online=args.online)
-    from bench.runner import Runner
+    from bench.results import ResultsError, load_run
+    from bench.runner import Runner, resume_hint
 
+    resume = Path(args.resume) if args.resume else None
+    if resume is not None:
+        try:
+            load_run(resume)
+        except ResultsError as e:
+            return _fail(f"cannot resume: {e}")
     console = _console()
-    runner = Runner(loaded, cells, Path(args.out), progress=None)
-    trials_per_cell = loaded.config.trials.warmup + loaded.config.trials.repeat
+    runner = Runner(loaded, cells, Path(args.out), progress=None, resume=resume)
+    trials_per_cell = loaded.config.trials.warmup + loaded.config.trials.max_repeat
     console.print(
         f"[bold]bench run[/] {escape(str(config_path))}: {len(cells)} cells × {trials_per_cell} "
         f"trials ({loaded.config.trials.warmup} warm-up) → {escape(str(runner.folder))}"
@@ -86,9 +93,18 @@ def cmd_run(args: argparse.Namespace) -> int:
             prog.stop()
             return _fail(str(e), EXIT_WRITE)
     print_summary(console, outcome.trials, outcome.manifest)
+    for w in outcome.manifest.get("guards", {}).get("warnings", []):
+        console.print(f"[yellow]warning:[/] {escape(w)}")
+    flagged = [c for c in outcome.manifest.get("cells", []) if c.get("warnings")]
+    for c in flagged:
+        for w in c["warnings"]:
+            console.print(f"[yellow]warning:[/] cell {c['cell_id']}: {escape(w)}")
     console.print(f"results: {escape(str(outcome.folder))}")
     if outcome.interrupted:
-        console.print("[yellow]interrupted:[/] finished cells are saved in the folder above")
+        console.print(
+            "[yellow]interrupted:[/] finished cells are saved in the folder above; resume with\n"
+            f"  {escape(resume_hint(outcome.folder, config_path))}"
+        )
         return EXIT_INTERRUPTED
     if outcome.cells_failed:
         console.print(
@@ -263,7 +279,7 @@ def dry_run(loaded: Any, cells: list[Any], online: bool = False) -> int:
     cfg = loaded.config
     console.print(
         f"[bold]{escape(cfg.name)}[/]: {len(cells)} cells in {len(groups(cells))} model loads, "
-        f"{cfg.trials.warmup} warm-up + {cfg.trials.repeat} trials each (config valid)"
+        f"{cfg.trials.warmup} warm-up + {cfg.trials.max_repeat} trials each (config valid)"
     )
     missing: set[str] = set()
     for group in groups(cells):
@@ -335,6 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="results", help="folder for run folders (default: results)")
     r.add_argument("--dry-run", action="store_true", help="validate and list cells; run nothing")
     r.add_argument("--online", action="store_true", help="with --dry-run: ask the Hub for sizes")
+    r.add_argument(
+        "--resume", metavar="RUN_FOLDER",
+        help="continue an interrupted run: keep its finished cells, run the rest",
+    )
     r.set_defaults(func=cmd_run)
 
     d = sub.add_parser("doctor", help="what can be measured here, and why not")

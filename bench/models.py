@@ -7,6 +7,7 @@ touches the network; `fetch` downloads, and only for Hub models.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.resources
 import importlib.util
 import json
@@ -35,7 +36,8 @@ class Located:
 
     @property
     def ok(self) -> bool:
-        return self.path is not None and self.problem is None
+        served = self.variant.spec.served is not None
+        return (self.path is not None or served) and self.problem is None
 
 
 def _check_file(p: Path, what: str) -> str | None:
@@ -69,6 +71,8 @@ def locate(variant: ModelVariant) -> Located:
         return Located(variant, p if problem is None else None, _size(p), problem)
     if spec.package is not None:
         return _locate_package(variant)
+    if spec.served is not None:
+        return Located(variant, None, None, None)
     return _locate_hub(variant)
 
 
@@ -100,12 +104,59 @@ def _locate_package(variant: ModelVariant) -> Located:
     except (ModuleNotFoundError, TypeError) as e:
         return Located(variant, None, None, f"cannot look inside package {spec.package!r}: {e}")
     problem = _check_file(p, f"package {spec.package!r} file")
+    if problem and not p.exists() and _assembler(spec.package) is not None:
+        # Some packages ship a model in chunks and assemble it on request (PyPI's size limit).
+        built = _assembled_path(variant.file)
+        if built.is_file():
+            return Located(variant, built, _size(built), _check_file(built, "assembled file"))
+        return Located(
+            variant, None, None,
+            f"package {spec.package!r} assembles {variant.file} from its chunks on first use",
+            downloadable=True,
+        )
     if problem and not p.exists():
         problem = (
             f"package {spec.package!r} has no file {variant.file!r}; "
             f"files there: {', '.join(_gguf_names(p.parent)) or 'none'}"
         )
     return Located(variant, p if problem is None else None, _size(p), problem)
+
+
+def _assembler(package: str) -> Any:
+    try:
+        mod = importlib.import_module(package)
+    except ImportError:
+        return None
+    fn = getattr(mod, "assemble", None)
+    return fn if callable(fn) else None
+
+
+def _assembled_path(file: str) -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "bench" / "packages" / Path(file).name
+
+
+def _assemble(variant: ModelVariant) -> Path:
+    """Assemble a chunked package model once into bench's cache (temp file, then rename)."""
+    spec = variant.spec
+    assert spec.package is not None and variant.file is not None
+    target = _assembled_path(variant.file)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        built = Path(_assembler(spec.package)(output_path=tmp, overwrite=True))
+        if built.name != tmp.name:
+            raise ModelError(
+                f"package {spec.package!r} assembled {built.name}, not {variant.file}"
+            )
+        os.replace(tmp, target)
+    except ModelError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a third-party assembler: name whatever went wrong
+        raise ModelError(f"package {spec.package!r} could not assemble {variant.file}: {e}") from e
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
 
 
 def _gguf_names(folder: Path) -> list[str]:
@@ -211,13 +262,15 @@ def remote_size(variant: ModelVariant) -> int | None:
     return next((getattr(i, "size", None) for i in infos), None)
 
 
-def fetch(variant: ModelVariant) -> Path:
-    """Local path of a model, downloading Hub models into the Hub cache once."""
+def fetch(variant: ModelVariant) -> Path | None:
+    """Local path of a model, downloading Hub models into the Hub cache once; None for a
+    model that only a server knows (`served`)."""
     loc = locate(variant)
     if loc.ok:
-        assert loc.path is not None
         return loc.path
     spec = variant.spec
+    if loc.downloadable and spec.package is not None:
+        return _assemble(variant)
     if not loc.downloadable or spec.repo is None:
         raise ModelError(loc.problem or f"model {spec.id!r} is not available")
     hub = _hub()

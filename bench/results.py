@@ -107,6 +107,18 @@ class RunWriter:
             ) from e
         self.write_manifest()
 
+    @classmethod
+    def reopen(
+        cls, folder: Path, manifest: dict[str, Any], rows: dict[str, list[dict[str, Any]]]
+    ) -> RunWriter:
+        """Continue writing into an existing run folder with the rows that are kept."""
+        self = cls.__new__(cls)
+        self.folder = folder
+        self.manifest = manifest
+        self.rows = {name: list(rows.get(name, [])) for name in TABLES}
+        self.flush()
+        return self
+
     def add(self, table: str, rows: list[dict[str, Any]]) -> None:
         self.rows[table].extend(rows)
 
@@ -116,8 +128,11 @@ class RunWriter:
     def flush(self) -> None:
         def _write() -> None:
             for name, rows in self.rows.items():
+                path = self.folder / f"{name}.parquet"
                 if rows:
-                    write_table(self.folder / f"{name}.parquet", rows)
+                    write_table(path, rows)
+                elif path.exists():
+                    path.unlink()  # a resumed run dropped every row of this table
             if self.rows["trials"]:
                 write_csv(self.folder / "trials.csv", self.rows["trials"])
             write_json(self.folder / "manifest.json", self.manifest)

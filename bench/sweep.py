@@ -11,32 +11,20 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import psutil
+from pydantic import ValidationError
 
-from bench.config import (
-    LOAD_TIME_SETTINGS,
-    Config,
-    ConfigError,
-    ModelSpec,
-    quant_from_filename,
-)
+from bench.config import BackendSettings, Config, ConfigError, ModelSpec, quant_from_filename
 
-# The keys a cell is described by; exclude/include entries use them.
-CELL_KEYS = (
-    "model",
-    "quant",
-    "backend",
-    "n_threads",
-    "n_gpu_layers",
-    "n_ctx",
-    "n_batch",
-    "n_ubatch",
-    "flash_attn",
-    "prompt_id",
-    "prompt_tokens",
-    "gen_tokens",
-)
-SETTING_KEYS = ("n_threads",) + LOAD_TIME_SETTINGS
+# The keys every cell has; each backend adds its swept settings. exclude/include use them all.
+BASE_KEYS = ("model", "quant", "backend", "lang", "prompt_id", "prompt_tokens", "gen_tokens")
+
+
+def cell_keys(config: Config) -> tuple[str, ...]:
+    keys: dict[str, None] = dict.fromkeys(BASE_KEYS[:3])
+    for b in config.backends:
+        keys.update(dict.fromkeys(b.axes()))
+    keys.update(dict.fromkeys(BASE_KEYS[3:]))
+    return tuple(keys)
 
 
 @dataclass(frozen=True)
@@ -57,6 +45,8 @@ class ModelVariant:
             return {"path": s.path}
         if s.repo is not None:
             return {"repo": s.repo, "file": self.file, "revision": s.revision}
+        if s.served is not None:
+            return {"served": s.served}
         return {"package": s.package, "file": self.file}
 
 
@@ -65,12 +55,14 @@ class Cell:
     index: int
     variant: ModelVariant
     backend: str
-    settings: tuple[tuple[str, Any], ...]  # engine settings, SETTING_KEYS order
+    settings: tuple[tuple[str, Any], ...]  # the backend's swept settings, in its axes order
     prompt_id: str
     prompt_tokens: int | None
     prompt_text: str | None = field(repr=False)
     gen_tokens: int
-    extra: tuple[tuple[str, Any], ...] = ()  # backend options that are not swept (use_mmap)
+    lang: str | None = None  # the prompt's language, for prompts from a pack
+    extra: tuple[tuple[str, Any], ...] = ()  # backend options that are not swept
+    load_time: tuple[str, ...] = ()  # which settings need a fresh load
 
     @property
     def cell_id(self) -> str:
@@ -87,6 +79,7 @@ class Cell:
             "quant": self.variant.quant,
             "backend": self.backend,
             **self.setting,
+            "lang": self.lang,
             "prompt_id": self.prompt_id,
             "prompt_tokens": self.prompt_tokens,
             "gen_tokens": self.gen_tokens,
@@ -94,7 +87,7 @@ class Cell:
 
     def load_key(self) -> tuple[Any, ...]:
         s = self.setting
-        return (self.variant.key, self.backend) + tuple(s[k] for k in LOAD_TIME_SETTINGS)
+        return (self.variant.key, self.backend, *(s[k] for k in self.load_time))
 
     def settings_hash(self, config_trials: dict[str, Any] | None = None) -> str:
         """Hash of what this cell measures; the same cell in another run has the same hash."""
@@ -111,17 +104,17 @@ class Cell:
     def describe(self) -> str:
         p = self.params()
         bits = [p["model"] + (f" {p['quant']}" if p["quant"] else ""), p["backend"]]
-        s = self.setting
-        bits += [f"threads={s['n_threads']}", f"ngl={s['n_gpu_layers']}"]
-        defaults = {"n_ctx": 2048, "n_batch": 512, "n_ubatch": 512, "flash_attn": False}
-        bits += [f"{k}={s[k]}" for k, d in defaults.items() if s[k] != d]
+        short = {"n_threads": "threads", "n_gpu_layers": "ngl"}
+        # Settings at their usual defaults are left out to keep the line short.
+        usual = {"n_ctx": 2048, "n_batch": 512, "n_ubatch": 512, "flash_attn": False}
+        bits += [
+            f"{short.get(k, k)}={v}" for k, v in self.settings if k not in usual or usual[k] != v
+        ]
+        if self.lang:
+            bits.append(f"[{self.lang}]")
         bits.append(p["prompt_id"] if p["prompt_tokens"] is None else f"pp{p['prompt_tokens']}")
         bits.append(f"tg{p['gen_tokens']}")
         return " ".join(str(b) for b in bits)
-
-
-def default_threads() -> int:
-    return psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
 
 
 def model_variants(spec: ModelSpec) -> list[ModelVariant]:
@@ -135,56 +128,52 @@ def model_variants(spec: ModelSpec) -> list[ModelVariant]:
     return [ModelVariant(spec, quant_from_filename(name), spec.file)]
 
 
+def _row(variant: ModelVariant, backend: BackendSettings, setting: dict[str, Any],
+         prompt: tuple[str, int | None, str | None, str | None], gen: int) -> dict[str, Any]:
+    return {
+        "variant": variant,
+        "backend": backend,
+        "setting": setting,
+        "prompt": prompt,
+        "gen_tokens": gen,
+    }
+
+
 def _product_cells(config: Config) -> list[dict[str, Any]]:
     rows = []
+    prompts = config.workload.prompt_axis()
     for spec in config.models:
         for variant in model_variants(spec):
             for backend in config.backends:
-                threads = backend.n_threads or [default_threads()]
-                axes = [
-                    threads,
-                    backend.n_gpu_layers,
-                    backend.n_ctx,
-                    backend.n_batch,
-                    backend.n_ubatch,
-                    backend.flash_attn,
-                ]
-                for combo in itertools.product(*axes):
-                    setting = dict(zip(SETTING_KEYS, combo))
-                    for prompt_id, n_prompt, text in config.workload.prompt_axis():
+                axes = backend.axes()
+                for combo in itertools.product(*axes.values()):
+                    setting = dict(zip(axes, combo))
+                    for prompt in prompts:
                         for gen in config.workload.gen_tokens:
-                            rows.append(
-                                {
-                                    "variant": variant,
-                                    "backend": backend.name,
-                                    "setting": setting,
-                                    "prompt": (prompt_id, n_prompt, text),
-                                    "gen_tokens": gen,
-                                    "extra": (("use_mmap", backend.use_mmap),),
-                                }
-                            )
+                            rows.append(_row(variant, backend, setting, prompt, gen))
     return rows
 
 
 def _flat(row: dict[str, Any]) -> dict[str, Any]:
     v: ModelVariant = row["variant"]
-    pid, n, _ = row["prompt"]
+    pid, n, _, lang = row["prompt"]
     return {
         "model": v.spec.id,
         "quant": v.quant,
-        "backend": row["backend"],
+        "backend": row["backend"].name,
         **row["setting"],
+        "lang": lang,
         "prompt_id": pid,
         "prompt_tokens": n,
         "gen_tokens": row["gen_tokens"],
     }
 
 
-def _check_keys(entry: dict[str, Any], what: str, i: int) -> None:
-    unknown = [k for k in entry if k not in CELL_KEYS]
+def _check_keys(entry: dict[str, Any], what: str, i: int, allowed: tuple[str, ...]) -> None:
+    unknown = [k for k in entry if k not in allowed]
     if unknown:
         raise ConfigError(
-            f"{what}[{i}]: unknown key {unknown[0]!r}; allowed: {', '.join(CELL_KEYS)}"
+            f"{what}[{i}]: unknown key {unknown[0]!r}; allowed: {', '.join(allowed)}"
         )
     if not entry:
         raise ConfigError(f"{what}[{i}]: an empty entry would match every cell")
@@ -212,54 +201,54 @@ def _include_row(config: Config, entry: dict[str, Any], i: int) -> dict[str, Any
     backend = next((b for b in config.backends if b.name == bname), None)
     if backend is None:
         raise ConfigError(f"include[{i}]: no backend {bname!r} in the config")
-    first = {
-        "n_threads": (backend.n_threads or [default_threads()])[0],
-        "n_gpu_layers": backend.n_gpu_layers[0],
-        "n_ctx": backend.n_ctx[0],
-        "n_batch": backend.n_batch[0],
-        "n_ubatch": backend.n_ubatch[0],
-        "flash_attn": backend.flash_attn[0],
-    }
-    setting = {k: entry.get(k, first[k]) for k in SETTING_KEYS}
+    axes = backend.axes()
+    unknown = [k for k in entry if k not in BASE_KEYS and k not in axes]
+    if unknown:
+        raise ConfigError(f"include[{i}]: backend {bname!r} has no setting {unknown[0]!r}")
+    setting = {k: entry.get(k, values[0]) for k, values in axes.items()}
     prompts = config.workload.prompt_axis()
-    if "prompt_id" in entry:
-        prompt = next((p for p in prompts if p[0] == entry["prompt_id"]), None)
+    if "prompt_id" in entry or "lang" in entry:
+        prompt = next(
+            (
+                p for p in prompts
+                if p[0] == entry.get("prompt_id", p[0]) and p[3] == entry.get("lang", p[3])
+            ),
+            None,
+        )
         if prompt is None:
-            raise ConfigError(f"include[{i}]: no prompt {entry['prompt_id']!r}")
+            raise ConfigError(f"include[{i}]: no such prompt/language in the workload")
     elif "prompt_tokens" in entry:
         if config.workload.prompt is not None:
             raise ConfigError(f"include[{i}]: 'prompt_tokens' needs a synthetic workload")
         n = entry["prompt_tokens"]
         if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 1_000_000:
             raise ConfigError(f"include[{i}]: prompt_tokens must be an integer from 1 to 1000000")
-        prompt = (f"synthetic-{n}", n, None)
+        prompt = (f"synthetic-{n}", n, None, None)
     else:
         prompt = prompts[0]
     gen = entry.get("gen_tokens", config.workload.gen_tokens[0])
-    for k, v in {**setting, "gen_tokens": gen}.items():
-        if k == "flash_attn":
-            if not isinstance(v, bool):
-                raise ConfigError(f"include[{i}]: flash_attn must be true or false")
-        elif not isinstance(v, int) or isinstance(v, bool) or v < -1 or v > 10_000_000:
-            raise ConfigError(f"include[{i}]: {k} must be an integer")
-    return {
-        "variant": variant,
-        "backend": bname,
-        "setting": setting,
-        "prompt": prompt,
-        "gen_tokens": gen,
-        "extra": (("use_mmap", backend.use_mmap),),
-    }
+    if not isinstance(gen, int) or isinstance(gen, bool) or not 1 <= gen <= 1_000_000:
+        raise ConfigError(f"include[{i}]: gen_tokens must be an integer from 1 to 1000000")
+    # Swept values are validated by the backend's own schema.
+    for k, v in setting.items():
+        if v != axes[k][0]:
+            try:
+                type(backend).model_validate({**backend.model_dump(), k: [v]})
+            except ValidationError as e:
+                msg = e.errors(include_url=False)[0]["msg"]
+                raise ConfigError(f"include[{i}]: {k}: {msg}") from None
+    return _row(variant, backend, setting, prompt, gen)
 
 
 def expand(config: Config) -> list[Cell]:
     rows = _product_cells(config)
+    allowed = cell_keys(config)
     for i, entry in enumerate(config.exclude):
-        _check_keys(entry, "exclude", i)
+        _check_keys(entry, "exclude", i, allowed)
     rows = [r for r in rows if not any(_matches(_flat(r), e) for e in config.exclude)]
     seen = {json.dumps(_flat(r), sort_keys=True, default=str) for r in rows}
     for i, entry in enumerate(config.include):
-        _check_keys(entry, "include", i)
+        _check_keys(entry, "include", i, allowed)
         row = _include_row(config, entry, i)
         key = json.dumps(_flat(row), sort_keys=True, default=str)
         if key not in seen:
@@ -269,30 +258,34 @@ def expand(config: Config) -> list[Cell]:
     order: dict[tuple[Any, ...], int] = {}
     cells = []
     for r in rows:
-        s = r["setting"]
-        lk = (r["variant"].key, r["backend"]) + tuple(s[k] for k in LOAD_TIME_SETTINGS)
+        s, b = r["setting"], r["backend"]
+        lk = (r["variant"].key, b.name, *(s[k] for k in b.LOAD_TIME))
         order.setdefault(lk, len(order))
         cells.append((order[lk], r))
     cells.sort(key=lambda t: t[0])
     out = []
     for idx, (_, r) in enumerate(cells):
-        pid, n, text = r["prompt"]
+        pid, n, text, lang = r["prompt"]
+        b: BackendSettings = r["backend"]
         out.append(
             Cell(
                 index=idx,
                 variant=r["variant"],
-                backend=r["backend"],
-                settings=tuple((k, r["setting"][k]) for k in SETTING_KEYS),
+                backend=b.name,
+                settings=tuple(r["setting"].items()),
                 prompt_id=pid,
                 prompt_tokens=n,
                 prompt_text=text,
                 gen_tokens=r["gen_tokens"],
-                extra=r["extra"],
+                lang=lang,
+                extra=tuple(b.fixed().items()),
+                load_time=b.LOAD_TIME,
             )
         )
     for c in out:
         need = (c.prompt_tokens or 0) + c.gen_tokens
-        if c.prompt_tokens is not None and need > c.setting["n_ctx"]:
+        n_ctx = c.setting.get("n_ctx")
+        if c.prompt_tokens is not None and n_ctx is not None and need > n_ctx:
             raise ConfigError(
                 f"cell {c.cell_id} ({c.describe()}) needs {need} tokens of context but n_ctx is "
                 f"{c.setting['n_ctx']}; raise n_ctx or shorten the workload"

@@ -32,15 +32,22 @@ class Prompt:
 class Trace:
     n_prompt: int
     t_start: float  # perf_counter at the request start
-    token_times: list[float]  # perf_counter when each generated token became available
+    # perf_counter when each generated token became available. In process: one per token.
+    # Over HTTP: one per non-empty stream chunk (a chunk can hold several tokens), and
+    # `n_gen_counted` then gives the token count.
+    token_times: list[float]
     token_ids: list[int]
     engine: dict[str, Any] = field(default_factory=dict)  # the engine's own counters
     stopped_at_eos: bool = False
     text: str | None = None
+    n_gen_counted: int | None = None
+    # Where the token counts come from: "engine" (in process), "usage" (the server's report),
+    # "tokenizer" (counted by bench with the model's tokenizer).
+    count_source: str = "engine"
 
     @property
     def n_gen(self) -> int:
-        return len(self.token_times)
+        return self.n_gen_counted if self.n_gen_counted is not None else len(self.token_times)
 
 
 class Session(ABC):
@@ -58,6 +65,10 @@ class Session(ABC):
     def generate(self, prompt: Prompt, n_gen: int, stop_at_eos: bool, on_edge: Edge) -> Trace:
         """One trial, from an empty KV cache."""
 
+    def detokenize(self, token_ids: list[int]) -> str | None:
+        """Text of generated tokens (not timed); None where the backend cannot say."""
+        return None
+
     def info(self) -> dict[str, Any]:
         """Model identity and engine facts learnt at load."""
         return {}
@@ -70,7 +81,12 @@ class Backend(ABC):
     name: ClassVar[str]
 
     @abstractmethod
-    def load(self, model_path: Path, settings: dict[str, Any], seed: int) -> Session: ...
+    def load(
+        self, model_path: Path | None, settings: dict[str, Any], seed: int,
+        model_name: str | None = None,
+    ) -> Session:
+        """Load (or connect to) the model. model_path is None for a `served` model; settings
+        holds the cell's swept settings and the backend's fixed ones."""
 
     @classmethod
     def software(cls) -> dict[str, Any]:
@@ -79,7 +95,11 @@ class Backend(ABC):
 
 
 # Lazy registry: choosing one backend never imports another's dependencies.
-REGISTRY = {"llama-cpp": "bench.backends.llama_cpp:LlamaCppBackend"}
+REGISTRY = {
+    "llama-cpp": "bench.backends.llama_cpp:LlamaCppBackend",
+    "openai": "bench.backends.openai_http:OpenAIBackend",
+    "ollama": "bench.backends.ollama:OllamaBackend",
+}
 
 
 def get_backend(name: str) -> type[Backend]:

@@ -96,6 +96,9 @@ class LlamaCppSession(Session):
             raise BackendError(f"prompt {prompt_id!r} has no tokens")
         return Prompt(prompt_id, tokens, text)
 
+    def detokenize(self, token_ids: list[int]) -> str:
+        return self.llm.detokenize(token_ids).decode("utf-8", errors="replace")
+
     def configure(self, run_settings: dict[str, Any]) -> None:
         n = int(run_settings["n_threads"])
         # Prompt processing uses n_threads_batch; both follow the swept thread count.
@@ -233,7 +236,15 @@ def _file_type_name(value: Any) -> str | None:
 class LlamaCppBackend(Backend):
     name = "llama-cpp"
 
-    def load(self, model_path: Path, settings: dict[str, Any], seed: int) -> Session:
+    def load(
+        self, model_path: Path | None, settings: dict[str, Any], seed: int,
+        model_name: str | None = None,
+    ) -> Session:
+        if model_path is None:
+            raise BackendError(
+                f"llama-cpp runs a local GGUF file; model {model_name!r} is only a server's "
+                "name ('served'), give 'path', 'repo' or 'package' instead"
+            )
         lib = _lib()
         verbose = bool(os.environ.get("BENCH_LLAMA_VERBOSE"))
         n_threads = int(settings["n_threads"])

@@ -42,8 +42,6 @@ class Reading:
     t: float  # time.perf_counter() seconds
     joules: dict[str, float]  # cumulative energy per domain name since the meter started
 
-    def __sub__(self, other: Reading) -> Reading:
-        return Reading(self.t - other.t, {k: v - other.joules.get(k, 0.0) for k, v in self.joules.items()})
 
 
 class MeterUnavailable(Exception):

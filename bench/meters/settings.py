@@ -7,13 +7,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from bench.schema import StrictModel
 
 MeterName = Literal["rapl", "nvml", "powermetrics", "estimate"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+# Unknown keys are errors that suggest the key meant, like everywhere in the config.
+_Strict = StrictModel
 
 
 class RaplSettings(_Strict):
