@@ -224,6 +224,8 @@ def print_summary(console: Console, trials: list[dict[str, Any]], manifest: dict
         model = p["model"] + (f" {p['quant']}" if p.get("quant") else "")
         settings = f"{p['backend']} t={p['n_threads']} ngl={p['n_gpu_layers']}"
         work = (p["prompt_id"] if p.get("prompt_tokens") is None else f"pp{p['prompt_tokens']}")
+        if p.get("lang"):
+            work = f"[{p['lang']}] {work}"
         work += f" tg{p['gen_tokens']}"
         rows = by_cell.get(cid, [])
         if not rows:

@@ -57,26 +57,40 @@ class ModelSpec(StrictModel):
     package: Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*$")] | None = None
     # A model known to a server by this name (Ollama's "mistral:7b"); no local file.
     served: Annotated[str, Field(min_length=1, max_length=300)] | None = None
+    # A high-precision GGUF (F32/F16/BF16) that each of `quants` is built from locally, once,
+    # with llama.cpp's quantizer; cached by the source's hash and the type.
+    quantize_from: str | None = None
+    imatrix: str | None = None  # optional importance matrix for quantize_from
     # The distribution to pip-install when `package` is missing (defaults to package with - for _).
     pip: str | None = None
     revision: str | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
-        sources = [k for k in ("path", "repo", "package", "served") if getattr(self, k) is not None]
+        sources = [
+            k for k in ("path", "repo", "package", "served", "quantize_from")
+            if getattr(self, k) is not None
+        ]
         if len(sources) != 1:
             raise ValueError(
                 "a model needs exactly one of 'path' (a local GGUF file), 'repo' (a Hugging "
-                "Face repository, with 'file' or 'quants'), 'package' (with 'file') or "
-                "'served' (a model name a server knows)"
+                "Face repository, with 'file' or 'quants'), 'package' (with 'file'), "
+                "'served' (a model name a server knows) or 'quantize_from' (with 'quants')"
                 + (f"; it has {', '.join(sources)}" if sources else "")
             )
         if self.repo is not None and self.file is None and not self.quants:
             raise ValueError("a 'repo' model needs 'file' or 'quants' to pick the GGUF file")
         if self.package is not None and self.file is None:
             raise ValueError("a 'package' model needs 'file': the GGUF's name inside the package")
-        if self.quants and self.repo is None:
-            raise ValueError("'quants' needs 'repo' (a path, package or served name is one file)")
+        if self.quants and self.repo is None and self.quantize_from is None:
+            raise ValueError(
+                "'quants' needs 'repo' or 'quantize_from' (a path, package or served name is "
+                "one file)"
+            )
+        if self.quantize_from is not None and not self.quants:
+            raise ValueError("'quantize_from' needs 'quants': the levels to build")
+        if self.imatrix is not None and self.quantize_from is None:
+            raise ValueError("'imatrix' is used when quantizing: it needs 'quantize_from'")
         if self.quants and len(set(self.quants)) != len(self.quants):
             raise ValueError("'quants' lists the same quantization twice")
         return self
@@ -217,7 +231,7 @@ class AdaptiveRepeat(StrictModel):
 
     min: Annotated[int, Field(ge=2, le=100_000)] = 3
     max: Annotated[int, Field(ge=2, le=100_000)] = 20
-    target_ci_pct: Annotated[float, Field(gt=0, le=100)] = 2.0
+    target_ci_pct: Annotated[float, Field(gt=0, le=1000)] = 2.0
 
     @model_validator(mode="after")
     def _order(self) -> AdaptiveRepeat:
@@ -252,6 +266,21 @@ class Execution(StrictModel):
 Scalar = Union[bool, int, float, str, None]
 
 
+class Quality(StrictModel):
+    """Model quality beside speed: bits per byte, perplexity and (for quantization ladders)
+    KL divergence and top-1 agreement against the highest-precision variant."""
+
+    # heldout: the built-in held-out text of each language; none: no quality measurement.
+    texts: Literal["heldout", "none"] = "none"
+    # Languages to score; default: the workload's pack languages, else English.
+    languages: list[Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")]] | None = None
+    # auto: KL/top-1 against the quantize_from source, or the highest bits-per-weight quant of
+    # the model's `quants`; none: bits per byte and perplexity only.
+    reference: Literal["auto", "none"] = "auto"
+    # Tokens per evaluation window (texts longer than this are scored with a sliding window).
+    window: Annotated[int, Field(ge=16, le=1_000_000)] | None = None
+
+
 class Config(StrictModel):
     name: Annotated[str, Field(pattern=r"^[\w.-]+$", max_length=80)]
     description: str = ""
@@ -263,6 +292,7 @@ class Config(StrictModel):
     trials: Trials = Trials()
     energy: EnergySettings = EnergySettings()
     execution: Execution = Execution()
+    quality: Quality = Quality()
     exclude: list[dict[str, Scalar]] = []
     include: list[dict[str, Scalar]] = []
 

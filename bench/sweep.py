@@ -47,6 +47,8 @@ class ModelVariant:
             return {"repo": s.repo, "file": self.file, "revision": s.revision}
         if s.served is not None:
             return {"served": s.served}
+        if s.quantize_from is not None:
+            return {"quantize_from": s.quantize_from, "imatrix": s.imatrix}
         return {"package": s.package, "file": self.file}
 
 
