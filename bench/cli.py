@@ -222,7 +222,10 @@ def print_summary(console: Console, trials: list[dict[str, Any]], manifest: dict
         cid = entry["cell_id"]
         p = entry["params"]
         model = p["model"] + (f" {p['quant']}" if p.get("quant") else "")
-        settings = f"{p['backend']} t={p['n_threads']} ngl={p['n_gpu_layers']}"
+        settings = p["backend"] + "".join(
+            f" {short}={p[k]}" for k, short in (("n_threads", "t"), ("n_gpu_layers", "ngl"))
+            if p.get(k) is not None
+        )
         work = (p["prompt_id"] if p.get("prompt_tokens") is None else f"pp{p['prompt_tokens']}")
         if p.get("lang"):
             work = f"[{p['lang']}] {work}"
@@ -341,6 +344,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
     )
 
 
+# -- report, export -------------------------------------------------------------------------
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bench.report import Report
+
+    return Report().run(runs=args.runs, out=args.out)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from bench.export import Export
+
+    return Export().run(runs=args.runs, fmt=args.format, out=args.out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bench",
@@ -371,6 +389,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--format", choices=["table", "markdown", "json"], default="table")
     c.add_argument("--warn-only", action="store_true", help="report regressions but exit 0")
     c.set_defaults(func=cmd_compare)
+
+    rp = sub.add_parser("report", help="HTML + Markdown + PNG report of one or more runs")
+    rp.add_argument("runs", nargs="+", help="run folder(s), or a folder of runs")
+    rp.add_argument("--out", help="output folder (default: reports/<run_id>)")
+    rp.set_defaults(func=cmd_report)
+
+    ex = sub.add_parser("export", help="results for github-action-benchmark or Bencher")
+    ex.add_argument("runs", nargs="+", help="run folder(s), or a folder of runs")
+    ex.add_argument("--format", required=True, choices=["github-action-benchmark", "bencher"])
+    ex.add_argument("--out", required=True, help="output folder (or .json file for bencher)")
+    ex.set_defaults(func=cmd_export)
     return p
 
 

@@ -449,7 +449,7 @@ def format_validation_error(
             loc = loc + ("name",)
             msg = f"unknown backend {e['ctx']['tag']!r}; available: {e['ctx']['expected_tags']}"
         elif e["type"] == "union_tag_not_found":
-            msg = "needs 'name', the backend to use (llama-cpp)"
+            msg = "needs 'name', the backend to use (llama-cpp, openai or ollama)"
         msg = msg.removeprefix("Value error, ")
         if msg not in grouped.setdefault(loc, []):
             grouped[loc].append(msg)

@@ -112,6 +112,7 @@ def text_columns(
         decode_words = count_words(gen_text)
         out.update(
             gen_chars=gen_chars,
+            decode_chars=decode_chars,
             gen_words=decode_words,
             decode_chars_per_s=_rate(decode_chars, decode_s),
             decode_words_per_s=_rate(decode_words, decode_s),

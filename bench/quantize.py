@@ -67,13 +67,9 @@ class QuantizeError(ValueError):
 
 
 def _lib() -> Any:
-    try:
-        import llama_cpp
-    except ImportError as e:
-        raise BackendError(
-            "llama-cpp-python is not installed; install it with: pip install 'bench[llama]'"
-        ) from e
-    return llama_cpp
+    from bench.backends.llama_cpp import _lib as llama_lib
+
+    return llama_lib()
 
 
 def _qtypes() -> dict[str, int]:

@@ -101,6 +101,7 @@ class GroupJob:
     load_id: str
     idle_w: dict[str, float]
     settings_hashes: dict[str, str]
+    log_dir: str  # where servers that bench starts write their output
 
 
 class GroupWorker:
@@ -159,7 +160,7 @@ class GroupWorker:
             return
         # A served model has no local file: its identity is the name the server knows.
         ident = file_identity(path) if path is not None else {"served": first.variant.spec.served}
-        load_settings = {**first.setting, **dict(first.extra)}
+        load_settings = {**first.setting, **dict(first.extra), "log_dir": self.job.log_dir}
         load_entry: dict[str, Any] = {
             "load_id": self.job.load_id,
             "model_key": first.variant.key,
@@ -171,7 +172,8 @@ class GroupWorker:
         t0 = time.perf_counter()
         try:
             session = get_backend(first.backend)().load(
-                path, load_settings, self.config.trials.seed, model_name=first.variant.spec.id
+                path, load_settings, self.config.trials.seed,
+                model_name=first.variant.spec.served or first.variant.spec.id,
             )
         except BackendError as e:
             load_entry.update(status="error", error=str(e))
@@ -369,8 +371,12 @@ def _close_quietly(m: Meter) -> None:
         pass
 
 
-def _child_main(conn: Any, job: GroupJob) -> None:
-    """Entry point of the child process that runs one group."""
+def _run_group_job(job: GroupJob, emit: Callable[..., None]) -> None:
+    GroupWorker(job, emit, isolated=True).run()
+
+
+def _child_main(conn: Any, target: Callable[..., None], args: tuple[Any, ...]) -> None:
+    """Entry point of a child process: runs target(*args, emit) and reports through the pipe."""
     # Ctrl-C reaches the whole process group; the parent decides, and stops us itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -378,7 +384,7 @@ def _child_main(conn: Any, job: GroupJob) -> None:
         conn.send(event)
 
     try:
-        GroupWorker(job, emit, isolated=True).run()
+        target(*args, emit)
         emit("done")
     except BaseException as e:  # noqa: BLE001 - report anything, then exit non-zero
         emit("crash", f"{type(e).__name__}: {e}", traceback.format_exc(limit=5))
@@ -387,22 +393,51 @@ def _child_main(conn: Any, job: GroupJob) -> None:
         conn.close()
 
 
-def _quality_child(conn: Any, config: Config, cells: list[Cell], run_id: str) -> None:
-    from bench.quality_phase import run_quality
+class _Child:
+    """A spawned child process and the events it sends; stopped for good on any exit."""
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    def __init__(self, target: Callable[..., None], args: tuple[Any, ...]):
+        ctx = mp.get_context("spawn")
+        self.conn, child_conn = ctx.Pipe(duplex=False)
+        self.proc = ctx.Process(
+            target=_child_main, args=(child_conn, target, args), daemon=True
+        )
+        self.proc.start()
+        child_conn.close()
+        self.crash: str | None = None
 
-    def emit(*event: Any) -> None:
-        conn.send(event)
-
-    try:
-        run_quality(config, cells, run_id, emit)
-        emit("done")
-    except BaseException as e:  # noqa: BLE001 - report anything, then exit non-zero
-        emit("crash", f"{type(e).__name__}: {e}")
-        raise SystemExit(1) from None
-    finally:
-        conn.close()
+    def pump(self, on_event: Callable[..., None], overdue: Callable[[], str | None]) -> None:
+        """Dispatch events until the child is done, dies, or `overdue()` names a reason to stop
+        it (then recorded as the crash)."""
+        try:
+            while True:
+                if self.conn.poll(0.2):
+                    try:
+                        event = self.conn.recv()
+                    except EOFError:
+                        break
+                    if event[0] == "done":
+                        break
+                    if event[0] == "crash":
+                        self.crash = event[1]
+                        continue
+                    on_event(*event)
+                elif not self.proc.is_alive() and not self.conn.poll(0):
+                    break
+                else:
+                    why = overdue()
+                    if why is not None:
+                        self.crash = why
+                        self.proc.kill()
+                        break
+        except KeyboardInterrupt:
+            self.proc.kill()
+            raise
+        finally:
+            self.proc.join(10)
+            if self.proc.is_alive():
+                self.proc.kill()
+                self.proc.join(5)
 
 
 def _signal_name(code: int | None) -> str:
@@ -616,7 +651,11 @@ class Runner:
         if kind == "rows":
             w.add(args[0], args[1])
         elif kind == "model":
-            m["models"][args[0]] = args[1]
+            # Several backends may load the same file; keep what the first learnt, add the rest.
+            entry = m["models"].setdefault(args[0], {})
+            for k, v in args[1].items():
+                if entry.get(k) is None:
+                    entry[k] = v
         elif kind == "load":
             loads = [x for x in m["loads"] if x["load_id"] != args[0]["load_id"]]
             m["loads"] = loads + [args[0]]
@@ -657,36 +696,12 @@ class Runner:
         if not self.isolate:
             run_quality(self.config, self.cells, self.run_id, self._on_event)
         else:
-            ctx = mp.get_context("spawn")
-            parent_conn, child_conn = ctx.Pipe(duplex=False)
-            proc = ctx.Process(
-                target=_quality_child, args=(child_conn, self.config, self.cells, self.run_id),
-                daemon=True,
-            )
-            proc.start()
-            child_conn.close()
-            try:
-                while True:
-                    try:
-                        event = parent_conn.recv()
-                    except EOFError:
-                        break
-                    if event[0] == "done":
-                        break
-                    if event[0] == "crash":
-                        self.progress.on_message(f"quality measurement failed: {event[1]}")
-                        continue
-                    self._on_event(*event)
-            except KeyboardInterrupt:
-                proc.kill()
-                raise
-            finally:
-                proc.join(10)
-                if proc.is_alive():
-                    proc.kill()
-            if proc.exitcode not in (0, None):
+            child = _Child(run_quality, (self.config, self.cells, self.run_id))
+            child.pump(self._on_event, lambda: None)
+            if child.crash or child.proc.exitcode not in (0, None):
                 self.progress.on_message(
-                    f"quality measurement stopped: {_signal_name(proc.exitcode)}"
+                    "quality measurement failed: "
+                    + (child.crash or _signal_name(child.proc.exitcode))
                 )
         self.writer.flush()
 
@@ -699,6 +714,7 @@ class Runner:
             load_id=f"l{self._loads:02d}",
             idle_w=self.idle_w,
             settings_hashes={c.cell_id: self._entry[c.cell_id]["settings_hash"] for c in cells},
+            log_dir=str(self.folder / "logs"),
         )
 
     def _run_group(self, group: list[Cell]) -> None:
@@ -714,13 +730,8 @@ class Runner:
     def _run_child(self, cells: list[Cell]) -> set[str]:
         """Run cells in a child process; returns the ids of the cells it finished. A crash,
         abort or kill fails the cell in flight; the rest are retried in a new child."""
-        ctx = mp.get_context("spawn")
-        parent_conn, child_conn = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_child_main, args=(child_conn, self._job(cells)), daemon=True)
-        proc.start()
-        child_conn.close()
+        child = _Child(_run_group_job, (self._job(cells),))
         finished: set[str] = set()
-        crash: str | None = None
         timeout = self.config.execution.cell_timeout_s
 
         def on_event(*event: Any) -> None:
@@ -728,37 +739,17 @@ class Runner:
                 finished.add(event[1])
             self._on_event(*event)
 
-        try:
-            while True:
-                if parent_conn.poll(0.2):
-                    try:
-                        event = parent_conn.recv()
-                    except EOFError:
-                        break
-                    if event[0] == "done":
-                        break
-                    if event[0] == "crash":
-                        crash = event[1]
-                        continue
-                    on_event(*event)
-                elif not proc.is_alive() and not parent_conn.poll(0):
-                    break
-                elif (
-                    timeout is not None
-                    and self._current is not None
-                    and time.monotonic() - self._cell_started > timeout
-                ):
-                    crash = f"the cell ran longer than execution.cell_timeout_s ({timeout:g} s)"
-                    proc.kill()
-                    break
-        except KeyboardInterrupt:
-            proc.kill()
-            proc.join(5)
-            raise
-        proc.join(10)
-        if proc.is_alive():
-            proc.kill()
-            proc.join(5)
+        def overdue() -> str | None:
+            if (
+                timeout is not None
+                and self._current is not None
+                and time.monotonic() - self._cell_started > timeout
+            ):
+                return f"the cell ran longer than execution.cell_timeout_s ({timeout:g} s)"
+            return None
+
+        child.pump(on_event, overdue)
+        crash, proc = child.crash, child.proc
         in_flight = self._current
         if in_flight is None:
             # Died before or between cells: the first unfinished cell takes the blame.

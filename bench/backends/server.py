@@ -1,0 +1,498 @@
+"""A model server seen from bench: reaching it over HTTP, and, when bench starts it, its process.
+
+`Http` talks to a base URL with the standard library and turns every way a server can fail into
+one BackendError sentence. `ManagedServer` launches a server without a shell, saves its output
+to a log file, waits until it answers, samples its memory, and stops it (terminate, wait, kill)
+when the session closes, on an error, on Ctrl-C, or when the interpreter exits.
+Secrets (API keys) are filled into the command and environment only at launch; logs, errors and
+everything returned here show them as `***`.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from bench.backends.base import BackendError
+from bench.backends.sse import error_message
+
+REDACTED = "***"
+_SECRET_QUERY = re.compile(r"(key|token|secret|password|passwd|pwd|sig|signature|auth)", re.I)
+# Where the runner may tell backends to put server logs (it also may pass settings["log_dir"]).
+LOG_DIR_ENV = "BENCH_LOG_DIR"
+
+
+# -- redaction -------------------------------------------------------------------------------
+
+
+def redact_url(url: str) -> str:
+    """The URL without a password (`user:***@host`) or key-like query values (`?key=***`)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return REDACTED
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:{REDACTED}@{host}" if ":" in userinfo else f"{REDACTED}@{host}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, REDACTED if _SECRET_QUERY.search(k) else v) for k, v in pairs],
+                          safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    for s in secrets:
+        if s:
+            text = text.replace(s, REDACTED)
+    return text
+
+
+# -- HTTP ------------------------------------------------------------------------------------
+
+
+def _error_text(body: bytes) -> str:
+    """A server's error body in a few words: the JSON `error`/`detail` message, or its text."""
+    text = body.decode("utf-8", "replace").strip()
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        obj = None
+    if isinstance(obj, dict):
+        err = error_message(obj)
+        if err is None:
+            err = obj.get("detail", obj.get("message"))
+            err = json.dumps(err) if isinstance(err, (list, dict)) else err
+        if err is not None:
+            text = str(err)
+    text = " ".join(text.split())
+    return (text[:300] + "...") if len(text) > 300 else (text or "no message")
+
+
+class Http:
+    """Requests to one base URL (which may include a path such as /v1)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        timeout_s: float,
+        headers: Mapping[str, str] | None = None,
+        secrets: Iterable[str] = (),
+        managed_hint: bool = False,
+        key_env: str | None = None,
+        explain: Callable[[int, str], str | None] | None = None,
+    ):
+        parts = urlsplit(base_url)
+        self.base_url = base_url.rstrip("/")
+        self.shown = redact_url(self.base_url)
+        self.https = parts.scheme == "https"
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or (443 if self.https else 80)
+        self.prefix = parts.path.rstrip("/")
+        self.timeout_s = timeout_s
+        self.headers = dict(headers or {})
+        self.secrets = [s for s in secrets if s]
+        self.managed = managed_hint  # bench started this server (changes the advice)
+        self.key_env = key_env
+        self.explain = explain  # a backend's own reading of an error status, or None
+
+    def connection(self, timeout_s: float | None = None) -> http.client.HTTPConnection:
+        cls = http.client.HTTPSConnection if self.https else http.client.HTTPConnection
+        return cls(self.host, self.port, timeout=timeout_s or self.timeout_s)
+
+    def unreachable(self, e: BaseException, timeout_s: float | None = None) -> BackendError:
+        where = self.shown
+        if isinstance(e, ConnectionRefusedError):
+            advice = (
+                "the server bench started is not listening (see its log)" if self.managed
+                else "start it or give `server:` so bench starts it"
+            )
+            return BackendError(f"no server answered at {where} (connection refused); {advice}")
+        if isinstance(e, (socket.timeout, TimeoutError)):
+            return BackendError(
+                f"the server at {where} did not answer within {timeout_s or self.timeout_s:g} s; "
+                "raise timeout_s if it is only slow"
+            )
+        if isinstance(e, socket.gaierror):
+            return BackendError(f"cannot resolve the host of {where} ({e.strerror})")
+        msg = redact(str(e) or type(e).__name__, self.secrets)
+        return BackendError(f"cannot reach the server at {where} ({msg})")
+
+    def status_error(self, status: int, body: bytes, method: str, path: str) -> BackendError:
+        msg = redact(_error_text(body), self.secrets)
+        own = self.explain(status, msg) if self.explain is not None else None
+        if own:
+            return BackendError(own)
+        where = f"the server at {self.shown} answered HTTP {status} to {method} {path}"
+        if status in (401, 403):
+            advice = (
+                f"check the key in the environment variable {self.key_env}" if self.key_env
+                else "it wants an API key: put it in an environment variable and name that "
+                "variable in api_key_env"
+            )
+            return BackendError(f"{where} ({msg}); {advice}")
+        return BackendError(f"{where}: {msg}")
+
+    def _send(
+        self, conn: http.client.HTTPConnection, method: str, path: str, body: Any
+    ) -> http.client.HTTPResponse:
+        payload = None if body is None else json.dumps(body).encode("utf-8")
+        headers = {"Accept": "application/json, text/event-stream, application/x-ndjson",
+                   **self.headers}
+        if payload is not None:
+            headers["Content-Type"] = "application/json"
+        conn.request(method, self.prefix + path, body=payload, headers=headers)
+        return conn.getresponse()
+
+    def request(
+        self, method: str, path: str, body: Any = None, timeout_s: float | None = None
+    ) -> tuple[int, bytes]:
+        """The whole response; connection problems become BackendError, statuses do not."""
+        conn = self.connection(timeout_s)
+        try:
+            resp = self._send(conn, method, path, body)
+            return resp.status, resp.read()
+        except (OSError, http.client.HTTPException) as e:
+            raise self.unreachable(e, timeout_s) from None
+        finally:
+            conn.close()
+
+    def json(self, method: str, path: str, body: Any = None,
+             timeout_s: float | None = None) -> Any:
+        status, data = self.request(method, path, body, timeout_s)
+        if status >= 400:
+            raise self.status_error(status, data, method, self.prefix + path)
+        try:
+            return json.loads(data) if data.strip() else None
+        except ValueError:
+            raise BackendError(
+                f"the server at {self.shown} answered {method} {self.prefix + path} with "
+                f"something that is not JSON: {redact(_error_text(data), self.secrets)}"
+            ) from None
+
+    def stream(
+        self, path: str, body: Any, before_send: Callable[[], None]
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """POST and return the open response once its status is good. The TCP connection is
+        made before `before_send` runs, so the timed request starts at the request itself."""
+        conn = self.connection()
+        try:
+            conn.connect()
+        except OSError as e:
+            conn.close()
+            raise self.unreachable(e) from None
+        try:
+            before_send()
+            resp = self._send(conn, "POST", path, body)
+        except (OSError, http.client.HTTPException) as e:
+            conn.close()
+            raise self.unreachable(e) from None
+        except BaseException:
+            conn.close()
+            raise
+        if resp.status >= 400:
+            try:
+                data = resp.read()
+            except (OSError, http.client.HTTPException):
+                data = b""
+            conn.close()
+            raise self.status_error(resp.status, data, "POST", self.prefix + path)
+        return conn, resp
+
+
+# -- the server process ----------------------------------------------------------------------
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def fill(template: str, values: Mapping[str, Any]) -> str:
+    """`{name}` placeholders from values; the settings schema has already checked the names."""
+    try:
+        return template.format_map({k: str(v) for k, v in values.items()})
+    except (KeyError, IndexError, ValueError) as e:
+        raise BackendError(f"cannot fill the placeholders of {template!r} ({e})") from None
+
+
+def log_dir_for(settings: Mapping[str, Any]) -> Path:
+    """Where server logs go: settings["log_dir"] (the runner's run folder), $BENCH_LOG_DIR,
+    or a fresh temporary folder."""
+    given = settings.get("log_dir") or os.environ.get(LOG_DIR_ENV)
+    if given:
+        path = Path(str(given)).expanduser()
+    else:
+        import tempfile
+
+        path = Path(tempfile.mkdtemp(prefix="bench-server-logs-"))
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BackendError(f"cannot create the server log folder {path} ({e.strerror})") from None
+    return path
+
+
+def _process_tree_rss(pid: int) -> int | None:
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except (psutil.Error, OSError):
+        return None
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except (psutil.Error, OSError):
+            pass
+    return total
+
+
+def _terminate(proc: subprocess.Popen, timeout_s: float) -> None:
+    """SIGTERM to the server's process group (it may have workers), wait, then SIGKILL."""
+    group = hasattr(os, "killpg")
+
+    def send(sig: int) -> None:
+        try:
+            if group:
+                os.killpg(proc.pid, sig)
+            elif proc.poll() is None:
+                proc.send_signal(sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    if proc.poll() is None:
+        send(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            send(signal.SIGKILL)
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+    if group:
+        send(signal.SIGKILL)  # any worker the server left behind in its group
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """On Linux, a pre-exec hook that has the kernel send the server SIGTERM when the process
+    that started it dies, even by SIGKILL or abort(), where no finally or atexit runs (the
+    runner's worker processes can die that way). The kernel ties this to the starting thread,
+    so it is only used from the main thread."""
+    if not sys.platform.startswith("linux"):
+        return None
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig, sigterm = 1, int(signal.SIGTERM)
+
+    def hook() -> None:
+        prctl(pr_set_pdeathsig, sigterm)
+
+    return hook
+
+
+class ManagedServer:
+    """A server process owned by one session."""
+
+    SAMPLE_INTERVAL_S = 0.5
+
+    def __init__(
+        self,
+        command: list[str],
+        env: Mapping[str, str],
+        values: Mapping[str, Any],
+        secrets: Mapping[str, str],
+        ready_url: str,
+        startup_timeout_s: float,
+        stop_timeout_s: float,
+        log_path: Path,
+        ready_headers: Mapping[str, str] | None = None,
+    ):
+        self.command_template = list(command)
+        self.env_template = dict(env)
+        self.values = dict(values)
+        self.secrets = dict(secrets)
+        self.ready_url = ready_url
+        self.startup_timeout_s = startup_timeout_s
+        self.stop_timeout_s = stop_timeout_s
+        self.log_path = log_path
+        self.ready_headers = dict(ready_headers or {})
+        self.proc: subprocess.Popen | None = None
+        self.peak_rss_bytes: int | None = None
+        self.rss_samples = 0
+        self.startup_s: float | None = None
+        self._stop_sampling = threading.Event()
+        self._sampler: threading.Thread | None = None
+        self._finalizer: weakref.finalize | None = None
+
+    # What may be shown: secrets as ***.
+    def shown_command(self) -> list[str]:
+        shown = {**self.values, **{k: REDACTED for k in self.secrets}}
+        return [fill(a, shown) for a in self.command_template]
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def _log_tail(self, n: int = 3) -> str:
+        try:
+            lines = self.log_path.read_text("utf-8", "replace").strip().splitlines()
+        except OSError:
+            return ""
+        tail = " | ".join(line.strip() for line in lines[-n:] if line.strip())
+        return redact(tail, self.secrets.values())[-400:]
+
+    def start(self) -> None:
+        """Launch and wait until healthy; on any failure (Ctrl-C too) the process is stopped."""
+        full = {**self.values, **self.secrets}
+        argv = [fill(a, full) for a in self.command_template]
+        env = {**os.environ, **{k: fill(v, full) for k, v in self.env_template.items()}}
+        t0 = time.perf_counter()
+        with open(self.log_path, "ab") as log:
+            stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            log.write(f"# {stamp} bench starts: {json.dumps(self.shown_command())}\n".encode())
+            log.flush()
+            try:
+                self.proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    close_fds=True,
+                    # Its own process group: Ctrl-C in the terminal reaches bench, which then
+                    # stops the server (and its workers) in order.
+                    start_new_session=sys.platform != "win32",
+                    preexec_fn=_die_with_parent(),
+                )
+            except FileNotFoundError:
+                raise BackendError(
+                    f"cannot start the server: {argv[0]!r} was not found; install it or fix "
+                    "server.command"
+                ) from None
+            except PermissionError:
+                raise BackendError(
+                    f"cannot start the server: {argv[0]!r} is not executable"
+                ) from None
+            except OSError as e:
+                raise BackendError(f"cannot start the server {argv[0]!r} ({e.strerror})") from None
+        # Stops the server if the session is dropped or the interpreter exits without close().
+        self._finalizer = weakref.finalize(self, _terminate, self.proc, self.stop_timeout_s)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_s = time.perf_counter() - t0
+        self._sample()
+        self._sampler = threading.Thread(target=self._sample_loop, name="bench-server-rss",
+                                         daemon=True)
+        self._sampler.start()
+
+    def _wait_ready(self) -> None:
+        assert self.proc is not None
+        parts = urlsplit(self.ready_url)
+        https = parts.scheme == "https"
+        host = parts.hostname or "127.0.0.1"
+        port = parts.port or (443 if https else 80)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        deadline = time.monotonic() + self.startup_timeout_s
+        last = "no answer yet"
+        while True:
+            code = self.proc.poll()
+            if code is not None:
+                tail = self._log_tail()
+                raise BackendError(
+                    f"the server exited with code {code} before it was ready; its output is in "
+                    f"{self.log_path}" + (f" (last lines: {tail})" if tail else "")
+                )
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BackendError(
+                    f"the server did not answer {redact_url(self.ready_url)} within "
+                    f"{self.startup_timeout_s:g} s ({last}); raise server.startup_timeout_s "
+                    f"or see its log {self.log_path}"
+                )
+            cls = http.client.HTTPSConnection if https else http.client.HTTPConnection
+            conn = cls(host, port, timeout=max(0.1, min(2.0, left)))
+            try:
+                conn.request("GET", path, headers=self.ready_headers)
+                status = conn.getresponse().status
+                # Up and answering; 401/403 means it is up and wants the key.
+                if 200 <= status < 300 or status in (401, 403):
+                    return
+                last = f"HTTP {status}"
+            except (OSError, http.client.HTTPException) as e:
+                last = type(e).__name__
+            finally:
+                conn.close()
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+
+    def _sample(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        rss = _process_tree_rss(self.proc.pid)
+        if rss is not None:
+            self.rss_samples += 1
+            self.peak_rss_bytes = max(self.peak_rss_bytes or 0, rss)
+
+    def _sample_loop(self) -> None:
+        while not self._stop_sampling.wait(self.SAMPLE_INTERVAL_S):
+            self._sample()
+
+    def sample(self) -> None:
+        """One memory sample now (the session calls it after each trial)."""
+        self._sample()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        self._stop_sampling.set()
+        if self._sampler is not None and self._sampler is not threading.current_thread():
+            self._sampler.join(timeout=2)
+        if self._finalizer is not None:
+            self._finalizer()  # runs _terminate once; later calls do nothing
+        elif self.proc is not None:
+            _terminate(self.proc, self.stop_timeout_s)
+
+
+def listening_pid(host: str, port: int) -> int | None:
+    """The process listening on a local port, when this user may see it (best effort)."""
+    if host not in ("127.0.0.1", "localhost", "::1", "0.0.0.0"):
+        return None
+    try:
+        import psutil
+
+        for c in psutil.net_connections(kind="tcp"):
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid:
+                return int(c.pid)
+    except Exception:  # noqa: BLE001 - permissions and platforms vary; no pid is fine
+        return None
+    return None
