@@ -85,12 +85,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"[bold]bench run[/] {escape(str(config_path))}: {len(cells)} cells × {trials_per_cell} "
         f"trials ({loaded.config.trials.warmup} warm-up) → {escape(str(runner.folder))}"
     )
-    with _progress(console, len(cells) * trials_per_cell) as prog:
+    display = _progress(console, len(cells) * trials_per_cell)
+    with display as prog:
         runner.progress = prog
         try:
             outcome = runner.run()
         except ResultsError as e:
-            prog.stop()
+            display.stop()
             return _fail(str(e), EXIT_WRITE)
     print_summary(console, outcome.trials, outcome.manifest)
     for w in outcome.manifest.get("guards", {}).get("warnings", []):

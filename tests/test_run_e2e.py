@@ -113,3 +113,19 @@ def test_packaged_default_is_the_repository_default():
     assert (REPO / "bench" / "configs" / "smoke.yaml").read_text() == (
         REPO / "configs" / "smoke.yaml"
     ).read_text()
+
+
+def test_an_unwritable_results_folder_exits_3_with_one_sentence(tmp_path, capsys):
+    cfg = write_config(tmp_path, TINY)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    assert main(["run", str(cfg), "--out", str(blocker)]) == 3
+    err = capsys.readouterr().err
+    assert "cannot create the results folder" in err and "Traceback" not in err
+
+
+def test_doctor_explains_why_no_meter_can_be_read_here(capsys):
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "rapl" in out and "nvml" in out and "powermetrics" in out
+    assert "estimate" in out and "compute backends: CPU" in out
