@@ -94,7 +94,13 @@ def t_cdf(t: float, df: float) -> float:
         return math.nan
     if math.isinf(t):
         return 1.0 if t > 0 else 0.0
-    tail = 0.5 * betainc(df / 2.0, 0.5, df / (df + t * t))  # P(T > |t|)
+    t2 = t * t
+    if t2 < df:
+        # Near the centre x = df/(df+t²) is close to 1, where I_x(df/2, 1/2) loses digits; the
+        # symmetric form I_{1-x}(1/2, df/2) = P(|T| < |t|) keeps them.
+        inner = 0.5 * betainc(0.5, df / 2.0, t2 / (df + t2))  # P(0 < T < |t|)
+        return 0.5 + inner if t >= 0 else 0.5 - inner
+    tail = 0.5 * betainc(df / 2.0, 0.5, df / (df + t2))  # P(T > |t|)
     return 1.0 - tail if t >= 0 else tail
 
 

@@ -294,6 +294,21 @@ class HttpSession(Session):
         if self.server is not None:
             self.server.sample()
 
+    def _trace(self, t_start: float, result: Any, engine: dict[str, Any], counts: Any) -> Trace:
+        """The trial's trace from a finished stream, after the per-trial bookkeeping."""
+        self._after_trial()
+        return Trace(
+            n_prompt=counts.n_prompt,
+            t_start=t_start,
+            token_times=result.times,
+            token_ids=[],
+            engine=engine,
+            stopped_at_eos=result.finish_reason == "stop",
+            text=result.text,
+            n_gen_counted=counts.n_gen,
+            count_source=counts.source,
+        )
+
     def _server_died(self, e: BackendError) -> BackendError:
         """A failed request to a server bench started: say so if the server has exited."""
         srv = self.server
@@ -433,18 +448,7 @@ class OpenAISession(HttpSession):
                              n_gen, not stop_at_eos)
         if self.tok is not None and counts.source.split("/")[-1] != "tokenizer":
             engine["n_gen_retokenized"] = len(self.tok.tokenize(result.text, add_special=False))
-        self._after_trial()
-        return Trace(
-            n_prompt=counts.n_prompt,
-            t_start=t_start,
-            token_times=result.times,
-            token_ids=[],
-            engine=engine,
-            stopped_at_eos=result.finish_reason == "stop",
-            text=result.text,
-            n_gen_counted=counts.n_gen,
-            count_source=counts.source,
-        )
+        return self._trace(t_start, result, engine, counts)
 
     def info(self) -> dict[str, Any]:
         out = super().info()
