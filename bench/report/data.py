@@ -411,3 +411,18 @@ def fmt_ci(s: Summary | None) -> str:
     # Two significant digits of the half width, and the mean to the same decimal place.
     digits = min(6, max(0, 1 - math.floor(math.log10(s.half_width))))
     return f"{s.mean:,.{digits}f} ± {s.half_width:,.{digits}f}"
+
+
+class PooledCells:
+    """For a series pooled over cells: `cells` (with `samples`) and `energy_method` fields."""
+
+    cells: list[Any]
+    energy_method: str
+
+    @property
+    def estimated(self) -> bool:
+        return self.energy_method == "estimate"
+
+    @property
+    def n(self) -> int:
+        return sum(len(c.samples) for c in self.cells)

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from bench.report.data import PooledCells
 from bench.stats import Summary, mean_ci
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ def _norm(v: Any) -> str:
 
 
 @dataclass
-class Level:
+class Level(PooledCells):
     """One quantization of one model in one run."""
 
     run: RunInfo
@@ -46,14 +47,6 @@ class Level:
     energy_method: str = ""
     front_energy: bool = False  # on the quality vs J/token front
     front_speed: bool = False  # on the quality vs decode t/s front
-
-    @property
-    def estimated(self) -> bool:
-        return self.energy_method == "estimate"
-
-    @property
-    def n(self) -> int:
-        return sum(len(c.samples) for c in self.cells)
 
 
 @dataclass

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from bench.report.data import PooledCells
 from bench.stats import Summary, mean_ci
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ def _finite(v: Any) -> float | None:
 
 
 @dataclass
-class LangRow:
+class LangRow(PooledCells):
     """One model series in one language: its cells (one per prompt) pooled."""
 
     lang: str
@@ -42,14 +43,6 @@ class LangRow:
     fertility: dict[str, float] = field(default_factory=dict)  # mean over the cells (prompts)
     quality: dict[str, float] = field(default_factory=dict)  # bits_per_byte, bits_per_char
     energy_method: str = ""
-
-    @property
-    def estimated(self) -> bool:
-        return self.energy_method == "estimate"
-
-    @property
-    def n(self) -> int:
-        return sum(len(c.samples) for c in self.cells)
 
 
 @dataclass
