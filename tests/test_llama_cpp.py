@@ -61,7 +61,8 @@ def test_generation_runs_to_the_requested_length_past_eos(session):
     p = Prompt("chat", tokens, chat)
     full = run(session, p, 48)
     assert full.n_gen == 48
-    eog = [i for i, tok in enumerate(full.token_ids) if session.lib.llama_vocab_is_eog(session.vocab, tok)]
+    is_eog = session.lib.llama_vocab_is_eog
+    eog = [i for i, tok in enumerate(full.token_ids) if is_eog(session.vocab, tok)]
     assert eog, "the instruct model should end its one-word reply within 48 tokens"
     stopped = run(session, p, 48, stop_at_eos=True)
     assert stopped.stopped_at_eos

@@ -42,7 +42,8 @@ def test_engine_overhead_is_wall_minus_engine_over_wall():
 
 
 def test_a_reused_prompt_prefix_is_caught():
-    eng = {"engine_n_p_eval": 3, "engine_t_p_eval_ms": 1.0, "engine_n_eval": 4, "engine_t_eval_ms": 1}
+    eng = {"engine_n_p_eval": 3, "engine_t_p_eval_ms": 1.0,
+           "engine_n_eval": 4, "engine_t_eval_ms": 1}
     row = trial_timing(trace([10.5, 10.6, 10.7, 10.8, 10.9], engine=eng))
     assert "evaluated 3 of 100 prompt tokens" in prompt_check(row)
 

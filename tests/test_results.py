@@ -43,8 +43,12 @@ def test_a_failed_write_leaves_the_previous_complete_file(tmp_path, monkeypatch)
 def test_writer_turns_disk_errors_into_one_sentence(tmp_path, monkeypatch):
     w = RunWriter(tmp_path / "r", {"format_version": FORMAT_VERSION})
     w.add("trials", [{"a": 1}])
-    monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(28, "No space left on device")))
-    with pytest.raises(ResultsError, match=r"could not write results .*\(No space left on device\)"):
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    expected = r"could not write results .*\(No space left on device\)"
+    with pytest.raises(ResultsError, match=expected):
         w.flush()
 
 

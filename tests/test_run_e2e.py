@@ -1,7 +1,6 @@
 """Whole runs through the command line on the real small model."""
 from __future__ import annotations
 
-import json
 import math
 
 import pyarrow.parquet as pq

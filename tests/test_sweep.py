@@ -45,7 +45,8 @@ def test_cells_are_grouped_so_each_model_setting_loads_once():
 
 
 def test_exclude_drops_matching_combinations():
-    cells = cells_of(BASE + "exclude:\n  - {model: b, n_threads: 1}\n  - {quant: Q4_0, n_ctx: 2048}\n")
+    rules = "exclude:\n  - {model: b, n_threads: 1}\n  - {quant: Q4_0, n_ctx: 2048}\n"
+    cells = cells_of(BASE + rules)
     assert not [c for c in cells if c.params()["model"] == "b" and c.params()["n_threads"] == 1]
     assert not [c for c in cells if c.variant.quant == "Q4_0" and c.setting["n_ctx"] == 2048]
     assert len(cells) == 24 - 8 - 4
@@ -87,7 +88,8 @@ def test_settings_hash_is_stable_and_distinguishes_cells():
 
 
 def test_text_prompts_are_an_axis_too():
-    text = BASE.replace("prompt_tokens: [16, 64]", 'prompt: ["hello there", {id: q2, text: "why?"}]')
+    prompts = 'prompt: ["hello there", {id: q2, text: "why?"}]'
+    text = BASE.replace("prompt_tokens: [16, 64]", prompts)
     cells = cells_of(text)
     assert {c.prompt_id for c in cells} == {"prompt-1", "q2"}
     assert all(c.prompt_tokens is None for c in cells)
