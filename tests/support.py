@@ -12,6 +12,28 @@ SMOL_MODEL_YAML = """\
 """
 
 
+def smol_config(name: str, *, n_ctx: str, workload: str, trials: str, energy: str) -> str:
+    """A sweep of the small model with llama.cpp in process on 2 threads; the arguments are
+    YAML fragments (`n_ctx: "[256, 512]"`, `workload: "{prompt_tokens: 16, gen_tokens: 4}"`)."""
+    return (
+        f"name: {name}\nmodels:\n{SMOL_MODEL_YAML}backends:\n  - name: llama-cpp\n"
+        f"    n_threads: 2\n    n_ctx: {n_ctx}\n"
+        f"workload: {workload}\ntrials: {trials}\nenergy: {energy}\n"
+    )
+
+
+def wait_for_first_cell(out: Path, timeout_s: float = 120.0) -> None:
+    """Until a run under `out` has written its first cell's rows (or the time is up)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        runs = [p for p in out.iterdir() if p.is_dir()] if out.exists() else []
+        if runs and (runs[0] / "trials.parquet").exists():
+            return
+        time.sleep(0.05)
+
+
 def smollm2_path() -> Path:
     import importlib.resources
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes.powercap import FakePowercap
+from fakes.powercap import desktop_tree
 
 from bench.backends.base import Trace
 from bench.meters.estimate import EstimateMeter
@@ -102,12 +102,7 @@ def test_estimate_meter_read_is_far_under_a_millisecond(benchmark):
 @pytest.fixture
 def rapl_tree(tmp_path: Path) -> Path:
     """A desktop-like tree: package with core, uncore and DRAM, plus psys (five counters)."""
-    pc = FakePowercap(tmp_path)
-    pc.add_zone("intel-rapl:0", "package-0", 30.0)
-    pc.add_zone("intel-rapl:0:0", "core", 20.0)
-    pc.add_zone("intel-rapl:0:1", "uncore", 5.0)
-    pc.add_zone("intel-rapl:0:2", "dram", 4.0)
-    pc.add_zone("intel-rapl:1", "psys", 60.0)
+    desktop_tree(tmp_path)
     return tmp_path
 
 

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fakes.powercap import FakePowercap
+from fakes.powercap import FakePowercap, desktop_tree
 
 from bench.energy import phase_rows, trial_energy
 from bench.meters import open_meters
@@ -20,17 +20,6 @@ from bench.meters.settings import EnergySettings
 def settings(root: Path, **kw: object) -> EnergySettings:
     rapl = {"root": str(root), "max_power_w": kw.pop("max_power_w", 1000.0)}
     return EnergySettings(rapl=rapl, **kw)
-
-
-def desktop_tree(root: Path) -> FakePowercap:
-    """One package with nested core/uncore and a DRAM subzone, plus a psys zone."""
-    pc = FakePowercap(root)
-    pc.add_zone("intel-rapl:0", "package-0", 30.0)
-    pc.add_zone("intel-rapl:0:0", "core", 20.0)
-    pc.add_zone("intel-rapl:0:1", "uncore", 5.0)
-    pc.add_zone("intel-rapl:0:2", "dram", 4.0)
-    pc.add_zone("intel-rapl:1", "psys", 60.0)
-    return pc
 
 
 def test_rapl_names_domains_from_name_files_and_marks_only_package_and_dram_components(

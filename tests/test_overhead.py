@@ -13,21 +13,14 @@ import pytest
 from bench.config import loads_config
 from bench.runner import Runner
 from bench.sweep import expand
-from support import SMOL_MODEL_YAML
+from support import smol_config
 
 pytestmark = pytest.mark.slow
 
-CONFIG = f"""\
-name: overhead
-models:
-{SMOL_MODEL_YAML}backends:
-  - name: llama-cpp
-    n_threads: 2
-    n_ctx: 1024
-workload: {{prompt_tokens: [128, 512], gen_tokens: 64}}
-trials: {{warmup: 1, repeat: 5}}
-energy: {{meters: auto, idle_s: 0}}
-"""
+CONFIG = smol_config(
+    "overhead", n_ctx="1024", workload="{prompt_tokens: [128, 512], gen_tokens: 64}",
+    trials="{warmup: 1, repeat: 5}", energy="{meters: auto, idle_s: 0}",
+)
 
 
 @pytest.fixture(scope="module")

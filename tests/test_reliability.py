@@ -13,21 +13,14 @@ import pytest
 
 from bench.cli import main
 from bench.results import load_run
-from support import REPO, SMOL_MODEL_YAML, smollm2_path
+from support import REPO, smol_config, smollm2_path, wait_for_first_cell
 
 pytestmark = pytest.mark.slow
 
-FOUR_CELLS = f"""\
-name: rel
-models:
-{SMOL_MODEL_YAML}backends:
-  - name: llama-cpp
-    n_threads: 2
-    n_ctx: [256, 512]
-workload: {{prompt_tokens: [16, 32], gen_tokens: 4}}
-trials: {{warmup: 0, repeat: 2}}
-energy: {{meters: [estimate], idle_s: 0}}
-"""
+FOUR_CELLS = smol_config(
+    "rel", n_ctx="[256, 512]", workload="{prompt_tokens: [16, 32], gen_tokens: 4}",
+    trials="{warmup: 0, repeat: 2}", energy="{meters: [estimate], idle_s: 0}",
+)
 
 
 def write(tmp_path: Path, text: str, name: str = "c.yaml") -> Path:
@@ -62,12 +55,7 @@ def test_kill_9_then_resume_gives_exactly_the_cells_of_an_uninterrupted_run(tmp_
     proc = subprocess.Popen(bench_cmd(str(cfg), "--out", str(out)), cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # Kill -9 once the first cell is on disk and the run is in the middle of the rest.
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        runs = [p for p in out.iterdir() if p.is_dir()] if out.exists() else []
-        if runs and (runs[0] / "trials.parquet").exists():
-            break
-        time.sleep(0.05)
+    wait_for_first_cell(out)
     time.sleep(0.3)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -136,12 +124,7 @@ def test_sigterm_saves_finished_cells_and_prints_the_resume_command(tmp_path):
     proc = subprocess.Popen(bench_cmd(str(cfg), "--out", str(out)), cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "COLUMNS": "300"})
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        runs = [p for p in out.iterdir() if p.is_dir()] if out.exists() else []
-        if runs and (runs[0] / "trials.parquet").exists():
-            break
-        time.sleep(0.05)
+    wait_for_first_cell(out)
     proc.send_signal(signal.SIGTERM)
     text, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, text

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import SMOL_MODEL_YAML
+from support import smol_config
 
 from bench.config import loads_config
 from bench.report import Report, default_out, plots
@@ -381,17 +381,10 @@ def test_load_runs_refuses_a_file(tmp_path):
 
 # -- a real run --------------------------------------------------------------------------------
 
-REAL = f"""\
-name: report-real
-models:
-{SMOL_MODEL_YAML}backends:
-  - name: llama-cpp
-    n_threads: 2
-    n_ctx: 256
-workload: {{prompt_tokens: [16, 32], gen_tokens: 8}}
-trials: {{warmup: 1, repeat: 2}}
-energy: {{meters: [estimate], idle_s: 0.2}}
-"""
+REAL = smol_config(
+    "report-real", n_ctx="256", workload="{prompt_tokens: [16, 32], gen_tokens: 8}",
+    trials="{warmup: 1, repeat: 2}", energy="{meters: [estimate], idle_s: 0.2}",
+)
 
 
 @pytest.fixture(scope="module")
@@ -689,18 +682,11 @@ def test_a_plain_run_has_neither_a_language_nor_a_quantization_section(made, syn
 
 # -- a real multilingual run -------------------------------------------------------------------
 
-REAL_LANG = f"""\
-name: report-multilingual
-models:
-{SMOL_MODEL_YAML}backends:
-  - name: llama-cpp
-    n_threads: 2
-    n_ctx: 512
-workload: {{pack: parallel, languages: [en, hi], prompt_ids: [p03-explain], gen_tokens: 8}}
-trials: {{warmup: 0, repeat: 2}}
-energy: {{meters: [estimate], idle_s: 0}}
-quality: {{texts: heldout, window: 256}}
-"""
+REAL_LANG = smol_config(
+    "report-multilingual", n_ctx="512",
+    workload="{pack: parallel, languages: [en, hi], prompt_ids: [p03-explain], gen_tokens: 8}",
+    trials="{warmup: 0, repeat: 2}", energy="{meters: [estimate], idle_s: 0}",
+) + "quality: {texts: heldout, window: 256}\n"
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import pytest
 
 from bench.cli import main
 from bench.results import load_run
-from support import REPO, SMOL_MODEL_YAML
+from support import REPO, smol_config
 
 pytestmark = pytest.mark.slow
 
@@ -19,17 +19,10 @@ def write_config(tmp_path, body: str, name="t"):
     return p
 
 
-TINY = f"""\
-name: tiny
-models:
-{SMOL_MODEL_YAML}backends:
-  - name: llama-cpp
-    n_threads: 2
-    n_ctx: 256
-workload: {{prompt_tokens: [32, 64], gen_tokens: 8}}
-trials: {{warmup: 1, repeat: 2}}
-energy: {{meters: [estimate], idle_s: 0.2}}
-"""
+TINY = smol_config(
+    "tiny", n_ctx="256", workload="{prompt_tokens: [32, 64], gen_tokens: 8}",
+    trials="{warmup: 1, repeat: 2}", energy="{meters: [estimate], idle_s: 0.2}",
+)
 
 
 def only_run(out):

@@ -74,6 +74,7 @@ class Report:
         from bench.report.html import render_html
         from bench.report.markdown import render_markdown
         from bench.report.tables import (
+            Document,
             cell_table,
             detail_tables,
             extra_sections,
@@ -94,16 +95,10 @@ class Report:
             summary = summary_lines(data)
             cells, runs_t, details = cell_table(data), runs_table(data), detail_tables(data)
             sections = extra_sections(data)
-            (folder / "report.md").write_text(
-                render_markdown(data, figures, summary, cells, runs_t, details, title, generated,
-                                sections),
-                encoding="utf-8",
-            )
-            (folder / "report.html").write_text(
-                render_html(data, figures, folder, summary, cells, runs_t, details, title,
-                            generated, sections),
-                encoding="utf-8",
-            )
+            doc = Document(data, figures, summary, cells, runs_t, details, title, generated,
+                           sections)
+            (folder / "report.md").write_text(render_markdown(doc), encoding="utf-8")
+            (folder / "report.html").write_text(render_html(doc, folder), encoding="utf-8")
         except OSError as e:
             print(f"bench report: cannot write the report in {folder} ({e.strerror or e}); "
                   "choose another --out", file=err)

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import base64
 import html
-from collections.abc import Sequence
 from pathlib import Path
 
-from bench.report.data import ReportData
 from bench.report.plots import Plot
-from bench.report.tables import SUB, Section, Table
+from bench.report.tables import SUB, Document, Table
 
 CSS = """
 :root { --fg: #1d232a; --muted: #5b6570; --line: #d8dde3; --zebra: #f5f7f9;
@@ -125,18 +123,11 @@ def render_summary(summary: list[str]) -> str:
     return '<ul class="summary">' + "".join(out) + "</ul>"
 
 
-def render_html(
-    data: ReportData,
-    plots: list[Plot],
-    folder: Path,
-    summary: list[str],
-    cells: Table,
-    runs: Table,
-    details: list[Table],
-    title: str,
-    generated: str,
-    sections: Sequence[Section] = (),
-) -> str:
+def render_html(doc: Document, folder: Path) -> str:
+    data, plots, summary, title, sections = (
+        doc.data, doc.plots, doc.summary, doc.title, doc.sections
+    )
+    cells, runs, details, generated = doc.cells, doc.runs, doc.details, doc.generated
     parts: list[str] = [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',

@@ -6,11 +6,9 @@ Owns Markdown escaping: text from runs can hold `|` or line breaks that would br
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
 
-from bench.report.data import ReportData
 from bench.report.plots import Plot
-from bench.report.tables import SUB, Section, Table
+from bench.report.tables import SUB, Document, Table
 
 
 def md(text: object) -> str:
@@ -46,17 +44,11 @@ def render_figure(p: Plot) -> list[str]:
     return [f"### {md(p.title)}", "", f"![{md(p.title)}]({p.file})", "", md(p.caption), ""]
 
 
-def render_markdown(
-    data: ReportData,
-    plots: list[Plot],
-    summary: list[str],
-    cells: Table,
-    runs: Table,
-    details: list[Table],
-    title: str,
-    generated: str,
-    sections: Sequence[Section] = (),
-) -> str:
+def render_markdown(doc: Document) -> str:
+    data, plots, summary, title, sections = (
+        doc.data, doc.plots, doc.summary, doc.title, doc.sections
+    )
+    cells, runs, details, generated = doc.cells, doc.runs, doc.details, doc.generated
     out = [f"# {md(title)}", ""]
     if data.estimated:
         out += [("> **ESTIMATED ENERGY:** no energy meter could be read for some or all runs; "

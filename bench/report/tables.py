@@ -6,8 +6,9 @@ models, meters); the renderers own escaping and layout. Every cell here is unesc
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.report.data import (
     CHARS_PER_S,
@@ -23,6 +24,10 @@ from bench.report.data import (
     fmt_ci,
     fmt_num,
 )
+
+if TYPE_CHECKING:
+    from bench.report.data import ReportData
+    from bench.report.plots import Plot
 
 
 @dataclass
@@ -347,6 +352,21 @@ class Section:
     plot_kind: str
 
 
+@dataclass
+class Document:
+    """Everything a renderer lays out: one value, so HTML and Markdown take the same input."""
+
+    data: ReportData
+    plots: list[Plot]
+    summary: list[str]
+    cells: Table
+    runs: Table
+    details: list[Table]
+    title: str
+    generated: str
+    sections: Sequence[Section] = ()
+
+
 def _size(v: float | None) -> str:
     if v is None:
         return "–"
@@ -525,20 +545,16 @@ def language_summary(data: ReportData) -> list[str]:
             continue
         ratio = c.ratio
         other = c.runner_up.series
-        if m == J_PER_KCHAR.key:
-            if ratio is not None and ratio >= 1.05:
-                head = f"{lang}: {c.best.series} costs {_ratio(ratio)} less energy per " \
-                       f"character than {other}"
-            else:
-                head = f"{lang}: {c.best.series} costs about as much energy per character " \
-                       f"as {other}"
+        # (verb, "<ratio> ..." phrase, "about as ..." phrase) for the metric compared.
+        verb, more, same = (
+            ("costs", "less energy per character than", "much energy per character as")
+            if m == J_PER_KCHAR.key
+            else ("decodes", "more characters per second than", "many characters per second as")
+        )
+        if ratio is not None and ratio >= 1.05:
+            head = f"{lang}: {c.best.series} {verb} {_ratio(ratio)} {more} {other}"
         else:
-            if ratio is not None and ratio >= 1.05:
-                head = f"{lang}: {c.best.series} decodes {_ratio(ratio)} more characters per " \
-                       f"second than {other}"
-            else:
-                head = f"{lang}: {c.best.series} decodes about as many characters per " \
-                       f"second as {other}"
+            head = f"{lang}: {c.best.series} {verb} about as {same} {other}"
         if c.n_series > 2:
             head += f", the next of {c.n_series}"
         vals = f"{fmt_num(c.best.stats[m].mean)} vs {fmt_num(c.runner_up.stats[m].mean)} {unit}"

@@ -82,3 +82,14 @@ class FakePowercap:
         finally:
             stop.set()
             t.join()
+
+
+def desktop_tree(root: Path) -> FakePowercap:
+    """A desktop-like tree: one package with nested core/uncore and a DRAM subzone, plus psys."""
+    pc = FakePowercap(root)
+    pc.add_zone("intel-rapl:0", "package-0", 30.0)
+    pc.add_zone("intel-rapl:0:0", "core", 20.0)
+    pc.add_zone("intel-rapl:0:1", "uncore", 5.0)
+    pc.add_zone("intel-rapl:0:2", "dram", 4.0)
+    pc.add_zone("intel-rapl:1", "psys", 60.0)
+    return pc
