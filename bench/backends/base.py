@@ -164,10 +164,13 @@ def register_backend(name: str, target: str) -> None:
     REGISTRY[name] = target
 
 
-def get_backend(name: str) -> type[Backend]:
-    if name not in REGISTRY:
-        raise BackendError(f"unknown backend {name!r}; available: {', '.join(sorted(REGISTRY))}")
-    module, cls = REGISTRY[name].split(":")
+def get_backend(name: str, registry: Mapping[str, str] | None = None) -> type[Backend]:
+    """The backend class registered as `name` (in `registry`, a snapshot that crossed into a
+    worker process, or the live REGISTRY)."""
+    reg = REGISTRY if registry is None else registry
+    if name not in reg:
+        raise BackendError(f"unknown backend {name!r}; available: {', '.join(sorted(reg))}")
+    module, cls = reg[name].split(":")
     return getattr(importlib.import_module(module), cls)
 
 
