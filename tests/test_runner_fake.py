@@ -175,16 +175,16 @@ energy: {{meters: none, idle_s: 0}}
 
 def test_a_second_writer_of_a_run_folder_exits_naming_the_holder(tmp_path):
     first = run(tmp_path, config(tmp_path))
+    code = ("import sys, time; sys.path.insert(0, sys.argv[1]);"
+            "from bench.run.folder import FolderLock; from pathlib import Path;"
+            "FolderLock(Path(sys.argv[2])).acquire(); print('locked', flush=True); time.sleep(60)")
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]);"
-         "from bench.run.folder import FolderLock; from pathlib import Path;"
-         "FolderLock(Path(sys.argv[2])).acquire(); print('locked', flush=True); time.sleep(60)",
-         str(Path(__file__).resolve().parents[1]), str(first.folder)],
+        [sys.executable, "-c", code, str(Path(__file__).resolve().parents[1]), str(first.folder)],
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(ResultsError, match=rf"being written by another bench \(pid "
-                                               rf"{holder.pid} on host .*, started"):
+        held = rf"being written by another bench \(pid {holder.pid} on host .*, started"
+        with pytest.raises(ResultsError, match=held):
             FolderLock(first.folder).acquire()
         with pytest.raises(ResultsError, match="being written"):
             run(tmp_path, config(tmp_path), resume=first.folder)

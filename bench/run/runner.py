@@ -8,7 +8,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,7 @@ class RunOutcome:
 
 
 def make_run_id(loaded: LoadedConfig, now: datetime | None = None) -> str:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return f"{now:%Y%m%dT%H%M%SZ}-{loaded.config.name}-{loaded.short_hash}"
 
 
@@ -420,4 +420,4 @@ class Runner:
         return finished
 
 
-__all__ = ["Runner", "Progress", "RunOutcome", "resume_hint", "ResultsError", "make_run_id"]
+__all__ = ["Progress", "ResultsError", "RunOutcome", "Runner", "make_run_id", "resume_hint"]

@@ -3,6 +3,7 @@ load-time setting) and runs its cells, reading every meter at three edges of a t
 start, first token, last token) and turning the backend's trace into rows, sent as events."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -71,10 +72,9 @@ class GroupJob:
 
 
 def close_quietly(m: Meter) -> None:
-    try:
+    # Closing must not hide the run's own outcome.
+    with contextlib.suppress(Exception):
         m.close()
-    except Exception:  # noqa: BLE001 - closing must not hide the run's own outcome
-        pass
 
 
 class GroupWorker:

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Union
+from typing import Any
 
 from pydantic import ValidationError
 
 from bench.backends.base import BackendError
 from bench.backends.http_settings import OllamaSettings, OpenAISettings
 
-Scalar = Union[bool, int, float, str]
-HttpSpec = Union[OpenAISettings, OllamaSettings]
+Scalar = bool | int | float | str
+HttpSpec = OpenAISettings | OllamaSettings
 
 # Keys of a cell's flat values that are not fields of the config model.
 _RUN_KEYS = ("log_dir", "option_names")
@@ -47,7 +47,7 @@ class HttpCell:
                                                                server_args.items()}}
         elif server_args:
             raise BackendError(
-                f"the {name} backend has no setting {sorted(server_args)[0]!r}"
+                f"the {name} backend has no setting {min(server_args)!r}"
             )
         if "endpoint" in data:
             data["endpoint"] = [data["endpoint"]]
