@@ -124,6 +124,18 @@ def test_a_backend_error_and_a_bug_each_fail_their_cell_and_the_sweep_goes_on(
     assert out.cells_failed == 2 and out.cells_ok == 1
 
 
+def test_a_secret_read_in_the_worker_child_never_reaches_the_run_folder(tmp_path, monkeypatch):
+    secret = "sk-child-" + "7c1d" * 5
+    monkeypatch.setenv("BENCH_FAKE_KEY", secret)
+    plan(monkeypatch, g4={"do": "raise", "message": f"server echoed Bearer-less key {secret}"})
+    out = run(tmp_path, config(tmp_path))
+    r = load_run(out.folder)
+    cells = {c["cell_id"]: c for c in r.manifest["cells"]}
+    assert cells["c002"]["error"] == "server echoed Bearer-less key [redacted]"
+    on_disk = b"".join(p.read_bytes() for p in out.folder.rglob("*") if p.is_file())
+    assert secret.encode() not in on_disk
+
+
 def test_a_hung_cell_is_stopped_at_its_timeout(tmp_path, monkeypatch):
     plan(monkeypatch, g4={"do": "hang"})
     t0 = time.monotonic()

@@ -4,6 +4,7 @@ process dies (a parent-death signal on Linux, a watched parent pid elsewhere).""
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import multiprocessing as mp
 import os
 import signal
@@ -14,6 +15,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from bench.redact import redact
 from bench.run.events import Crashed, Done, Event
 
 Emit = Callable[[Event], None]
@@ -60,7 +62,9 @@ def _child_main(conn: Any, parent_pid: int, target: Callable[..., None],
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def emit(event: Event) -> None:
-        conn.send(event)
+        # Redacted before it leaves the child: secrets this process read (an API key) are
+        # registered here, not in the main process.
+        conn.send(redact_event(event))
 
     try:
         watch_parent(parent_pid)
@@ -76,6 +80,14 @@ def _child_main(conn: Any, parent_pid: int, target: Callable[..., None],
         raise SystemExit(1) from None
     finally:
         conn.close()
+
+
+def redact_event(event: Any) -> Any:
+    """The event with every string field passed through bench.redact."""
+    if not dataclasses.is_dataclass(event) or isinstance(event, type):
+        return redact(event)
+    changes = {f.name: redact(getattr(event, f.name)) for f in dataclasses.fields(event)}
+    return dataclasses.replace(event, **changes)
 
 
 class Child:

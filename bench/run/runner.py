@@ -4,6 +4,7 @@ cell in flight), record the events it sends, checkpoint after each cell, resume 
 run. The timed loop is bench.run.worker; process isolation bench.run.launcher."""
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from bench.config import LoadedConfig
 from bench.machine import cpu_load_percent, machine_facts, power_state, software_facts
 from bench.meters import open_meters
 from bench.meters.base import Meter
+from bench.redact import register_secret
 from bench.results import FORMAT_VERSION, ResultsError, RunWriter
 from bench.run import folder as run_folder
 from bench.run.events import (
@@ -67,6 +69,15 @@ def resume_hint(folder: Path, config_path: Path | None) -> str:
     return f"python -m bench run {cfg} --resume {folder}"
 
 
+def _register_config_secrets(loaded: LoadedConfig) -> None:
+    """Secrets the config names (API keys by their environment variable), registered here too:
+    a worker child reads them itself, and the writer in this process must mask them as well."""
+    for b in loaded.config.backends:
+        env = getattr(b, "api_key_env", None)
+        if env and os.environ.get(env):
+            register_secret(os.environ[env])
+
+
 def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -105,6 +116,7 @@ class Runner:
         self._cell_started = 0.0
         self._next_trial: dict[str, int] = {}
         self._lock: run_folder.FolderLock | None = None
+        _register_config_secrets(loaded)
 
     # -- set-up ------------------------------------------------------------------------------
     def _cells_manifest(self) -> list[dict[str, Any]]:

@@ -2,7 +2,8 @@
 llama.cpp, it produces token traces at a configurable pace and, per cell, aborts the process,
 raises, hangs or runs slowly. The plan travels in $BENCH_FAKE_PLAN (JSON), so it reaches a
 spawned worker too: {"<gen_tokens>": {"do": "abort"|"raise"|"crash"|"hang"|"slow",
-"after": <trials that succeed first>, "seconds": <per token, for slow>}}."""
+"after": <trials that succeed first>, "seconds": <per token, for slow>, "message": <of raise>}}.
+$BENCH_FAKE_KEY is a secret the fake reads in the worker, like an HTTP backend's API key."""
 from __future__ import annotations
 
 import json
@@ -14,6 +15,7 @@ from typing import Any
 
 from bench.backends.base import Backend, BackendError, Edge, Prompt, Session, Trace
 from bench.backends.llama_cpp.config import LlamaCppCell
+from bench.redact import register_secret
 
 PLAN_ENV = "BENCH_FAKE_PLAN"
 
@@ -44,7 +46,7 @@ class FakeSession(Session):
         if act == "abort":
             os.abort()  # what llama.cpp does on a fatal engine error
         if act == "raise":
-            raise BackendError("the fake engine failed as planned")
+            raise BackendError(step.get("message", "the fake engine failed as planned"))
         if act == "crash":
             raise RuntimeError("the fake engine hit a bug")
         per_token = float(step.get("seconds", 0.0005)) if act == "slow" else 0.0005
@@ -84,6 +86,9 @@ class FakeBackend(Backend):
     def load(self, model_path: Path | None, settings: Any, seed: int,
              model_name: str | None = None) -> Session:
         assert isinstance(settings, LlamaCppCell)
+        key = os.environ.get("BENCH_FAKE_KEY")
+        if key:
+            register_secret(key)  # as an HTTP backend does when it reads its API key
         if model_path is None or not model_path.is_file():
             raise BackendError(f"the fake engine needs a file, got {model_path}")
         return FakeSession(settings)

@@ -41,6 +41,7 @@ from bench.backends.server import (
     redact_url,
 )
 from bench.backends.sse import StreamError, StreamResult, iter_sse, read_openai_stream
+from bench.redact import register_secret
 
 
 class Tokenizer:
@@ -484,6 +485,7 @@ def api_key(settings: HttpCell) -> str | None:
             f"api_key_env names the environment variable {env}, but it is not set; export it "
             "with the server's key"
         )
+    register_secret(key)  # nothing bench stores may contain it
     return key
 
 
