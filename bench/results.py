@@ -66,17 +66,37 @@ def _columns(rows: list[dict[str, Any]]) -> list[str]:
     return list(names)
 
 
-def write_table(path: Path, rows: list[dict[str, Any]], parts_upto: int | None = None) -> None:
+def write_table(path: Path, rows: list[dict[str, Any]], parts_upto: int | None = None,
+                schema: pa.Schema | None = None) -> None:
     """Rows as one Parquet file; `parts_upto` records the last part file merged into it, so a
-    crash before those parts are removed never counts their rows twice."""
+    crash before those parts are removed never counts their rows twice. Columns named in
+    `schema` (the declared results schema) get its types; others keep the inferred ones."""
     names = _columns(rows)
     full = [{k: row.get(k) for k in names} for row in rows]
     table = pa.Table.from_pylist(full)
+    if schema is not None:
+        table = _declared_types(table, schema, path)
     if parts_upto is not None:
         table = table.replace_schema_metadata({_UPTO: str(parts_upto)})
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
     atomic_write_bytes(path, sink.getvalue().to_pybytes())
+
+
+def _declared_types(table: pa.Table, schema: pa.Schema, path: Path) -> pa.Table:
+    for i, name in enumerate(table.column_names):
+        idx = schema.get_field_index(name)
+        if idx < 0 or table.schema.field(i).type == schema.field(idx).type:
+            continue
+        try:
+            table = table.set_column(i, schema.field(idx), table.column(i).cast(
+                schema.field(idx).type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+            raise ResultsError(
+                f"column {name!r} of {path.name} does not fit its declared type "
+                f"{schema.field(idx).type} ({e}); this is a bug in bench"
+            ) from None
+    return table
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -121,9 +141,12 @@ class RunWriter:
     `rows` holds every row of the run (read back on resume, then added); a checkpoint writes
     only the rows not yet on disk. Manifest changes go through `journal()`."""
 
-    def __init__(self, folder: Path, manifest: dict[str, Any], *, create: bool = True):
+    def __init__(self, folder: Path, manifest: dict[str, Any], *, create: bool = True,
+                 schemas: dict[str, pa.Schema] | None = None):
         self.folder = folder
         self.manifest = manifest
+        # Declared Arrow schemas per table (from the results schema), applied on every write.
+        self.schemas = dict(schemas or {})
         self.rows: dict[str, list[dict[str, Any]]] = {name: [] for name in TABLES}
         self._written = {name: 0 for name in TABLES}
         self._journal: list[dict[str, Any]] = []
@@ -146,11 +169,12 @@ class RunWriter:
 
     @classmethod
     def reopen(
-        cls, folder: Path, manifest: dict[str, Any], rows: dict[str, list[dict[str, Any]]]
+        cls, folder: Path, manifest: dict[str, Any], rows: dict[str, list[dict[str, Any]]],
+        schemas: dict[str, pa.Schema] | None = None,
     ) -> RunWriter:
         """Continue writing into an existing run folder with the rows that are kept: they are
         compacted at once, so the folder holds exactly them and the new manifest."""
-        self = cls(folder, manifest, create=False)
+        self = cls(folder, manifest, create=False, schemas=schemas)
         self.rows = {name: [redact(r) for r in rows.get(name, [])] for name in TABLES}
         self.flush()
         return self
@@ -174,7 +198,8 @@ class RunWriter:
             for name, rows in self.rows.items():
                 new = rows[self._written[name]:]
                 if new:
-                    write_table(parts / f"{name}-{self._part:06d}.parquet", new)
+                    write_table(parts / f"{name}-{self._part:06d}.parquet", new,
+                                schema=self.schemas.get(name))
                     self._written[name] = len(rows)
             self._part += 1
             if self._journal:
@@ -195,7 +220,8 @@ class RunWriter:
             for name, rows in self.rows.items():
                 path = self.folder / f"{name}.parquet"
                 if rows:
-                    write_table(path, rows, parts_upto=self._part - 1)
+                    write_table(path, rows, parts_upto=self._part - 1,
+                                schema=self.schemas.get(name))
                 elif path.exists():
                     path.unlink()  # a resumed run dropped every row of this table
                 self._written[name] = len(rows)

@@ -257,3 +257,21 @@ def test_an_empty_xdg_cache_home_means_unset(monkeypatch, tmp_path):
     assert cache_dir("quants") == Path(tmp_path) / ".cache" / "bench" / "quants"
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
     assert cache_dir("sha256.json") == tmp_path / "x" / "bench" / "sha256.json"
+
+
+def test_declared_column_types_are_applied_to_every_part_and_the_compacted_table(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("decode_tps", pa.float64()), ("trial", pa.int32())])
+    w = RunWriter(tmp_path / "r", {"format_version": FORMAT_VERSION}, schemas={"trials": schema})
+    # An all-null column would be inferred as the null type; an int as int64.
+    w.add("trials", [{"cell_id": "c1", "trial": 0, "decode_tps": None}])
+    w.checkpoint()
+    (part,) = (tmp_path / "r" / "parts").glob("trials-*.parquet")
+    assert pq.read_schema(part).field("decode_tps").type == pa.float64()
+    w.add("trials", [{"cell_id": "c2", "trial": 1, "decode_tps": 12}])
+    w.flush()
+    got = pq.read_schema(tmp_path / "r" / "trials.parquet")
+    assert got.field("decode_tps").type == pa.float64() and got.field("trial").type == pa.int32()
+    assert [r["decode_tps"] for r in load_run(tmp_path / "r").trials] == [None, 12.0]

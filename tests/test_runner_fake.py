@@ -252,3 +252,54 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_kill_9_mid_run_then_resume_gives_every_cell_once(tmp_path):
+    from bench.cli import main
+
+    model = model_file(tmp_path)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"""
+name: fake
+models: [{{id: m, path: {model}}}]
+backends: [{{name: llama-cpp, n_threads: 1, n_ctx: 64}}]
+workload: {{prompt_tokens: 8, gen_tokens: [3, 4, 5, 6]}}
+trials: {{warmup: 0, repeat: 2}}
+energy: {{meters: none, idle_s: 0}}
+""")
+    slow = {str(g): {"do": "slow", "seconds": 0.06} for g in (3, 4, 5, 6)}
+    script = tmp_path / "main.py"
+    script.write_text(f"""
+import sys
+sys.path[:0] = [{str(Path(__file__).resolve().parents[1])!r}, {str(Path(__file__).parent)!r}]
+from bench.backends.base import register_backend
+from bench.cli import main
+register_backend("llama-cpp", {FAKE!r})
+if __name__ == "__main__":
+    sys.exit(main(["run", {str(cfg)!r}, "--out", {str(tmp_path / "o")!r}]))
+""")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL,
+                            env={**os.environ, "BENCH_FAKE_PLAN": json.dumps(slow)})
+    out = tmp_path / "o"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list(out.glob("*/parts/trials-*.parquet")):
+        time.sleep(0.02)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (folder,) = out.iterdir()
+    partial = load_run(folder)  # whatever was on disk reads back whole
+    assert partial.manifest["status"] == "running"
+    done_before = sum(c["status"] == "ok" for c in partial.manifest["cells"])
+    assert 1 <= done_before < 4
+
+    assert main(["run", str(cfg), "--resume", str(folder)]) == 0
+    resumed = load_run(folder)
+    assert resumed.manifest["status"] == "finished"
+    assert [c["status"] for c in resumed.manifest["cells"]] == ["ok"] * 4
+    keys = pairs(resumed.trials)
+    assert len(keys) == len(set(keys)) == 4 * 2
+    tokens = resumed.table("tokens")
+    assert len({(t["cell_id"], t["trial"], t["i"]) for t in tokens}) == len(tokens) \
+        == 2 * (3 + 4 + 5 + 6)
