@@ -45,9 +45,9 @@ class FolderLock:
         except OSError:
             # A file system without locks (some network mounts): run without one.
             pass
-        holder = {"pid": os.getpid(), "host": socket.gethostname(), "started_utc": utc_now()}
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started_utc": utc_now()}
         os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        os.pwrite(fd, json.dumps(me).encode(), 0)
         self.fd = fd
 
     def release(self) -> None:
@@ -79,7 +79,7 @@ def create(folder: Path, manifest: dict[str, Any]) -> tuple[RunWriter, FolderLoc
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """What about a config changed, in words (empty when it still describes the folder)."""
-    out = []
+    out: list[str] = []
     if old.get("config_hash") == new.get("config_hash"):
         return out
     old_cfg, new_cfg = old.get("config") or {}, new.get("config") or {}

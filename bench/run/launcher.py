@@ -61,7 +61,7 @@ def _child_main(conn: Any, parent_pid: int, target: Callable[..., None],
     # Ctrl-C reaches the whole process group; the parent decides, and stops us itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-    def emit(event: Event) -> None:
+    def emit(event: Event | Done | Crashed) -> None:
         # Redacted before it leaves the child: secrets this process read (an API key) are
         # registered here, not in the main process.
         conn.send(redact_event(event))

@@ -293,7 +293,7 @@ class Runner:
         if isinstance(event, Rows):
             if event.table == "trials":
                 for r in event.rows:
-                    cid = r.get("cell_id")
+                    cid = str(r.get("cell_id"))
                     self._next_trial[cid] = max(self._next_trial.get(cid, 0),
                                                 int(r.get("trial") or 0) + 1)
             w.add(event.table, event.rows)

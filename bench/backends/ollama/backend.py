@@ -202,13 +202,13 @@ class OllamaBackend(Backend):
         self, model_path: Path | None, settings: HttpCell | Mapping[str, Any], seed: int,
         model_name: str | None = None,
     ) -> Session:
-        settings = as_cell_settings(type(self), settings)
-        spec = settings.spec
+        cell: HttpCell = as_cell_settings(type(self), settings)
+        spec = cell.spec
         assert isinstance(spec, OllamaSettings)
-        name = served_name(settings, model_path, model_name)
+        name = served_name(cell, model_path, model_name)
         managed = spec.server is not None
         default = "http://{host}:{port}" if managed else DEFAULT_URL
-        server, url = start_server(settings, model_path, name, None, default, "/api/version", {})
+        server, url = start_server(cell, model_path, name, None, default, "/api/version", {})
         try:
             http = Http(url, spec.timeout_s, managed_hint=managed)
             http.explain = _explainer(http.shown, name)
@@ -223,14 +223,14 @@ class OllamaBackend(Backend):
             reply = http.json("POST", "/api/generate", {
                 "model": name, "stream": False,
                 "keep_alive": spec.keep_alive,
-                "options": dict(settings.options),
+                "options": dict(cell.options),
             })
             facts["ollama_load_request_s"] = time.perf_counter() - t0
             if isinstance(reply, dict) and reply.get("load_duration") is not None:
                 facts["ollama_load_ms"] = _ms(reply.get("load_duration"))
             facts.update(_show(http, name))
-            tok, tok_from = load_tokenizer(settings, model_path)
-            return OllamaSession(http, settings, name, seed, server, tok, tok_from, facts=facts)
+            tok, tok_from = load_tokenizer(cell, model_path)
+            return OllamaSession(http, cell, name, seed, server, tok, tok_from, facts=facts)
         except BaseException:
             if server is not None:
                 server.stop()

@@ -576,20 +576,20 @@ class OpenAIBackend(Backend):
         self, model_path: Path | None, settings: HttpCell | Mapping[str, Any], seed: int,
         model_name: str | None = None,
     ) -> Session:
-        settings = as_cell_settings(type(self), settings)
-        name = served_name(settings, model_path, model_name)
-        key = api_key(settings)
+        cell: HttpCell = as_cell_settings(type(self), settings)
+        name = served_name(cell, model_path, model_name)
+        key = api_key(cell)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         server, url = start_server(
-            settings, model_path, name, key, "http://{host}:{port}/v1", "/models", headers
+            cell, model_path, name, key, "http://{host}:{port}/v1", "/models", headers
         )
         try:
-            http = Http(url, settings.spec.timeout_s, headers,
+            http = Http(url, cell.spec.timeout_s, headers,
                         secrets=[key] if key else [], managed_hint=server is not None,
-                        key_env=api_key_env(settings))
+                        key_env=api_key_env(cell))
             models = _probe_models(http)
-            tok, tok_from = load_tokenizer(settings, model_path)
-            return OpenAISession(http, settings, name, seed, server, tok, tok_from, models=models)
+            tok, tok_from = load_tokenizer(cell, model_path)
+            return OpenAISession(http, cell, name, seed, server, tok, tok_from, models=models)
         except BaseException:
             if server is not None:
                 server.stop()
