@@ -195,6 +195,7 @@ class RunWriter:
 
         def _write() -> None:
             parts = self.folder / PARTS
+            parts.mkdir(exist_ok=True)
             for name, rows in self.rows.items():
                 new = rows[self._written[name]:]
                 if new:
@@ -230,8 +231,10 @@ class RunWriter:
             self._journal = []
             write_json(self.folder / "manifest.json", self.manifest)
             parts = self.folder / PARTS
-            for p in sorted(parts.glob("*")) if parts.is_dir() else []:
-                p.unlink()
+            if parts.is_dir():
+                for p in sorted(parts.glob("*")):
+                    p.unlink()
+                parts.rmdir()
 
         self._guard(_write)
 

@@ -119,6 +119,7 @@ def test_rows_merged_by_compaction_are_never_counted_twice(tmp_path):
     shutil.copytree(parts, saved)
     w.flush()
     # A kill between writing the merged table and removing the parts leaves both on disk.
+    parts.mkdir(exist_ok=True)
     for p in saved.iterdir():
         shutil.copy(p, parts / p.name)
     assert len(load_run(tmp_path / "r").trials) == 3

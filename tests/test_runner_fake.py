@@ -71,7 +71,10 @@ def test_cells_run_in_order_with_warmups_and_typed_settings(tmp_path, isolate):
     assert [t["warmup"] for t in r.trials[:3]] == [True, False, False]
     assert {t["cell_status"] for t in r.trials} == {"ok"}
     assert len(r.table("tokens")) == 3 * (3 + 4 + 5)
-    assert not (out.folder / "parts").exists() or not list((out.folder / "parts").iterdir())
+    # The finished layout: one file per table, no part files left.
+    assert not (out.folder / "parts").exists()
+    assert {"manifest.json", "trials.parquet", "trials.csv", "tokens.parquet"} <= {
+        p.name for p in out.folder.iterdir()}
 
 
 def test_an_engine_abort_fails_only_its_cell_keeping_measured_trials_marked(
@@ -303,3 +306,28 @@ if __name__ == "__main__":
     tokens = resumed.table("tokens")
     assert len({(t["cell_id"], t["trial"], t["i"]) for t in tokens}) == len(tokens) \
         == 2 * (3 + 4 + 5 + 6)
+
+
+def test_energy_per_phase_from_counters_read_at_the_fake_engines_edges(tmp_path, monkeypatch):
+    from test_energy_e2e import DRAM_W, PKG_W, WallClockPowercap
+
+    root = tmp_path / "powercap"
+    WallClockPowercap(root, monkeypatch)
+    plan(monkeypatch, g24={"do": "slow", "seconds": 0.01})
+    loaded = loads_config(f"""
+name: fake
+models: [{{id: m, path: {model_file(tmp_path)}}}]
+backends: [{{name: llama-cpp, n_threads: 1, n_ctx: 64}}]
+workload: {{prompt_tokens: 8, gen_tokens: 24}}
+trials: {{warmup: 0, repeat: 2}}
+energy: {{meters: [rapl], idle_s: 0.3, interval_ms: 20, rapl: {{root: "{root}", max_power_w: 50}}}}
+execution: {{isolate: false}}  # the patched counter lives in this process
+""")
+    out = Runner(loaded, expand(loaded.config), tmp_path / "out").run()
+    assert len(out.trials) == 2
+    for r in out.trials:
+        assert r["status"] == "ok" and r["energy_method"] == "counter"
+        assert r["j_per_token"] == pytest.approx((PKG_W + DRAM_W) * r["decode_s"] / 23, rel=0.02)
+    energy = load_run(out.folder).table("energy")
+    assert {(e["trial"], e["phase"]) for e in energy} == {(t, p) for t in (0, 1)
+                                                          for p in ("prefill", "decode")}
