@@ -36,17 +36,20 @@ def model_file(tmp_path: Path) -> Path:
     return p
 
 
-def config(tmp_path: Path, gen: str = "[3, 4, 5]", isolate: bool = True, extra: str = ""):
-    text = f"""
+CONFIG_TEXT = """
 name: fake
-models: [{{id: m, path: {model_file(tmp_path)}}}]
+models: [{{id: m, path: {model}}}]
 backends: [{{name: llama-cpp, n_threads: 1, n_ctx: 64}}]
 workload: {{prompt_tokens: 8, gen_tokens: {gen}}}
 trials: {{warmup: 1, repeat: 2}}
 energy: {{meters: none, idle_s: 0}}
-execution: {{isolate: {str(isolate).lower()}{extra}}}
+execution: {{isolate: {isolate}{extra}}}
 """
-    return loads_config(text)
+
+
+def config(tmp_path: Path, gen: str = "[3, 4, 5]", isolate: bool = True, extra: str = ""):
+    return loads_config(CONFIG_TEXT.format(model=model_file(tmp_path), gen=gen,
+                                           isolate=str(isolate).lower(), extra=extra))
 
 
 def run(tmp_path: Path, loaded, resume: Path | None = None):
@@ -188,7 +191,21 @@ energy: {{meters: none, idle_s: 0}}
     assert "trials" in err and "Traceback" not in err
 
 
-def test_a_second_writer_of_a_run_folder_exits_naming_the_holder(tmp_path):
+def test_resume_of_a_folder_with_a_corrupt_side_table_exits_2_before_measuring(tmp_path, capsys):
+    from bench.cli import main
+
+    first = run(tmp_path, config(tmp_path))
+    tokens = first.folder / "tokens.parquet"
+    tokens.write_bytes(tokens.read_bytes()[:100])
+    cfg = tmp_path / "same.yaml"
+    cfg.write_text(CONFIG_TEXT.format(model=model_file(tmp_path), gen="[3, 4, 5]",
+                                      isolate="true", extra=""))
+    assert main(["run", str(cfg), "--resume", str(first.folder)]) == 2
+    err = capsys.readouterr().err
+    assert "tokens.parquet" in err and "Traceback" not in err
+
+
+def test_a_second_writer_of_a_run_folder_exits_naming_the_holder(tmp_path, capsys):
     first = run(tmp_path, config(tmp_path))
     code = ("import sys, time; sys.path.insert(0, sys.argv[1]);"
             "from bench.run.folder import FolderLock; from pathlib import Path;"
@@ -203,6 +220,14 @@ def test_a_second_writer_of_a_run_folder_exits_naming_the_holder(tmp_path):
             FolderLock(first.folder).acquire()
         with pytest.raises(ResultsError, match="being written"):
             run(tmp_path, config(tmp_path), resume=first.folder)
+        cfg = tmp_path / "same.yaml"
+        cfg.write_text(CONFIG_TEXT.format(model=model_file(tmp_path), gen="[3, 4, 5]",
+                                          isolate="true", extra=""))
+        from bench.cli import main
+
+        assert main(["run", str(cfg), "--resume", str(first.folder)]) == 2
+        err = capsys.readouterr().err
+        assert f"pid {holder.pid}" in err and "Traceback" not in err
     finally:
         holder.kill()
         holder.wait()

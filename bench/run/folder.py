@@ -109,6 +109,8 @@ def lock_for_resume(folder: Path, manifest: dict[str, Any]) -> FolderLock:
     lock.acquire()
     try:
         old = load_run(folder)
+        for table in ("energy", "power", "tokens"):
+            old.table(table)  # a damaged side table stops the resume here, before any work
         diffs = _differences(old.manifest, manifest)
         if diffs:
             raise ResultsError(
