@@ -92,6 +92,7 @@ def test_an_engine_abort_fails_only_its_cell_keeping_measured_trials_marked(
     # Two trials were measured before the abort: kept, and marked as from a failed cell.
     assert [(t["trial"], t["status"]) for t in mine] == [(0, "ok"), (1, "ok"), (2, "error")]
     assert {t["cell_status"] for t in mine} == {"error"}
+    assert [t["cell_status"] for t in out.trials] == [t["cell_status"] for t in r.trials]
     assert len(set(pairs(r.trials))) == len(r.trials)
 
 

@@ -248,7 +248,10 @@ class Runner:
             manifest["finished_utc"] = run_folder.utc_now()
             manifest["status"] = "interrupted" if outcome.interrupted else "finished"
             writer.flush()
-        outcome.trials = writer.rows["trials"]
+        # As load_run gives them: each trial says how its cell ended.
+        status = {e["cell_id"]: e.get("status") for e in manifest["cells"]}
+        outcome.trials = [{**r, "cell_status": status.get(r.get("cell_id"))}
+                          for r in writer.rows["trials"]]
         return outcome
 
     def _baseline(self, manifest: dict[str, Any]) -> None:
