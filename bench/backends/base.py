@@ -174,6 +174,21 @@ def get_backend(name: str, registry: Mapping[str, str] | None = None) -> type[Ba
     return getattr(importlib.import_module(module), cls)
 
 
+def lazy_exports(module: str) -> Callable[[str], Any]:
+    """A package `__getattr__` that serves the names of `module` on first use, so importing a
+    backend's package (for its settings) never imports its engine."""
+
+    def __getattr__(name: str) -> Any:
+        if name.startswith("__") or name == "backend":
+            raise AttributeError(name)
+        try:
+            return getattr(importlib.import_module(module), name)
+        except AttributeError:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}") from None
+
+    return __getattr__
+
+
 def as_cell_settings(backend: type[Backend], settings: Any) -> Any:
     """`settings` as the backend's typed object: a plain mapping (tests, quality code that
     loads a model by hand) goes through the backend's own validation, typed ones pass."""

@@ -4,16 +4,6 @@ Names are re-exported lazily, so importing the settings never loads the engine's
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from bench.backends.base import lazy_exports
 
-
-def __getattr__(name: str) -> Any:
-    if name.startswith("__") or name == "backend":
-        raise AttributeError(name)
-    backend = importlib.import_module("bench.backends.llama_cpp.backend")
-
-    try:
-        return getattr(backend, name)
-    except AttributeError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+__getattr__ = lazy_exports("bench.backends.llama_cpp.backend")

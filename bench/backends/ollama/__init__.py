@@ -1,16 +1,9 @@
-"""Ollama's native API: `backend` (the session); its cell settings are HttpCell."""
+"""Ollama's native API: `backend` (the session); its cell settings are HttpCell (`config`).
+
+Names are re-exported lazily.
+"""
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from bench.backends.base import lazy_exports
 
-
-def __getattr__(name: str) -> Any:
-    if name.startswith("__") or name == "backend":
-        raise AttributeError(name)
-    backend = importlib.import_module("bench.backends.ollama.backend")
-
-    try:
-        return getattr(backend, name)
-    except AttributeError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+__getattr__ = lazy_exports("bench.backends.ollama.backend")
