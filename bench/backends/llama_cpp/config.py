@@ -16,16 +16,17 @@ def _as_list(v: Any) -> Any:
 
 
 class LlamaCppSettings(BackendSettings):
-    """llama-cpp-python in process."""
+    """llama-cpp-python in process. (Defaults go through Field: pydantic copies them per
+    instance, and a bare list literal in a class body reads as a shared mutable.)"""
 
     name: Literal["llama-cpp"]
     # None: the number of physical cores.
     n_threads: list[Annotated[int, Field(ge=1, le=1024)]] | None = None
-    n_gpu_layers: list[Annotated[int, Field(ge=-1, le=100_000)]] = [0]
-    n_ctx: list[Annotated[int, Field(ge=16, le=10_000_000)]] = [2048]
-    n_batch: list[Annotated[int, Field(ge=1, le=1_000_000)]] = [512]
-    n_ubatch: list[Annotated[int, Field(ge=1, le=1_000_000)]] = [512]
-    flash_attn: list[bool] = [False]
+    n_gpu_layers: list[Annotated[int, Field(ge=-1, le=100_000)]] = Field(default=[0])
+    n_ctx: list[Annotated[int, Field(ge=16, le=10_000_000)]] = Field(default=[2048])
+    n_batch: list[Annotated[int, Field(ge=1, le=1_000_000)]] = Field(default=[512])
+    n_ubatch: list[Annotated[int, Field(ge=1, le=1_000_000)]] = Field(default=[512])
+    flash_attn: list[bool] = Field(default=[False])
     use_mmap: bool = True
 
     LOAD_TIME: ClassVar[tuple[str, ...]] = (
