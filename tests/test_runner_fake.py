@@ -272,6 +272,8 @@ if __name__ == "__main__":
     while time.monotonic() < deadline and _alive(child):
         time.sleep(0.05)
     assert not _alive(child), "the worker outlived the main process"
+    # Quietly: the worker shares the main process's stderr and wrote nothing to it.
+    assert proc.stderr.read() == ""
 
 
 def _alive(pid: int) -> bool:
