@@ -90,7 +90,9 @@ def iter_ndjson(
 
 
 def _clip(text: str | bytes, n: int = 200) -> str:
-    s = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+    """A short one-line excerpt of what a server sent, for an error sentence."""
+    s = text.decode("utf-8", "replace") if isinstance(text, (bytes, bytearray)) else text
+    s = " ".join(s[: 4 * n].split())
     return s if len(s) <= n else s[:n] + "..."
 
 
