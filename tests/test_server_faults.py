@@ -556,9 +556,12 @@ class H(BaseHTTPRequestHandler):
         self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
     def do_POST(self):
         self.send_response(200); self.end_headers()
-        for _ in range(600):
-            self.wfile.write(b": busy\\n"); self.wfile.flush(); time.sleep(0.1)
-        sys.exit(0)
+        for _ in range(600):  # busy for a minute, whether or not the client still listens
+            try:
+                self.wfile.write(b": busy\\n"); self.wfile.flush()
+            except OSError:
+                pass
+            time.sleep(0.1)
 srv = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H)
 threading.Thread(target=srv.serve_forever, daemon=True).start()
 while not stop.is_set():
