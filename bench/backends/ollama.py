@@ -137,7 +137,7 @@ class OllamaSession(HttpSession):
         out = super().info()
         for k, v in self.facts.items():
             out.setdefault(k, v)
-        return out
+        return redact(out)  # what the manifest records passes the redaction step
 
     def close(self) -> None:
         try:

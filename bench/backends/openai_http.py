@@ -33,6 +33,7 @@ from bench.backends.server import (
     redact_url,
 )
 from bench.backends.sse import StreamError, StreamResult, iter_sse, read_openai_stream
+from bench.redact import redact as redact_all
 from bench.redact import register_secret
 
 # How far a server's token count may stray from bench's own count of the same text (the model's
@@ -541,7 +542,7 @@ class OpenAISession(HttpSession):
         out = super().info()
         out["server_endpoint"] = self.settings.get("endpoint")
         out["server_models"] = self._models
-        return out
+        return redact_all(out)  # what the manifest records passes the redaction step
 
 
 # -- loading ---------------------------------------------------------------------------------
