@@ -107,6 +107,16 @@ def test_a_generated_count_the_text_contradicts_fails_the_trial(smol_path):
         assert generate(s).n_gen == 8 - COUNT_SLACK_TOKENS
 
 
+def test_a_full_length_count_is_not_second_guessed_by_text_that_hides_tokens(smol_path):
+    # With EOS ignored, tokens such as <|im_end|> can stream as no text: a server that says it
+    # stopped at max_tokens and counts exactly max_tokens has two signals that agree.
+    stream = [*sse(chunk(" The"), chunk("", "length")), *sse(USAGE, b"[DONE]")]
+    with ReplayServer(openai_routes(stream)) as srv:
+        s = load(srv, smol_path)
+        trace = generate(s)
+    assert trace.n_gen == 8 and trace.engine["n_gen_retokenized"] == 1
+
+
 def test_llama_server_timings_are_checked_like_usage(smol_path):
     last = {**chunk("", "length"), "timings": {"prompt_n": 16, "prompt_ms": 8.0,
                                                "predicted_n": True, "predicted_ms": 70.0}}

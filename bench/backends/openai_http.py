@@ -100,9 +100,11 @@ class Tokenizer:
         self.architecture = meta.get("general.architecture")
         self.n_vocab = int(self.llm.n_vocab())
 
-    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False
+                 ) -> list[int]:
         # The in-process backend's exact call, so both count the same tokens.
-        return self.llm.tokenize(text.encode("utf-8"), add_bos=add_special, special=False)
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=add_special,
+                                 special=parse_special)
 
     def detokenize(self, tokens: list[int]) -> str:
         return self.llm.detokenize(tokens).decode("utf-8", "replace")
@@ -290,8 +292,15 @@ class HttpSession(Session):
             raise ServerCountError(
                 f"{who} counts {server_prompt} prompt tokens where the model's tokenizer counts "
                 f"{local_prompt}, so its counts cannot be trusted (raw: {raw_json(raw)})", raw)
-        if server_gen is not None and self.tok is not None:
-            mine = len(self.tok.tokenize(result.text, add_special=False))
+        # A fixed-length request that the server says it ended at max_tokens, with a count of
+        # exactly max_tokens, is two signals that agree; the text alone can undercount it
+        # (tokens such as <|im_end|> after an ignored EOS may stream as no text at all).
+        at_length = fixed_length and result.finish_reason == "length" \
+            and server_gen == n_gen_asked
+        if server_gen is not None and self.tok is not None and not at_length:
+            # Special tokens a server streams as text (<|im_end|>) count once each.
+            mine = min(len(self.tok.tokenize(result.text, add_special=False, parse_special=p))
+                       for p in (False, True))
             if not counts_agree(server_gen, mine):
                 raise ServerCountError(
                     f"{who} reports {server_gen} generated tokens where the model's tokenizer "
