@@ -341,6 +341,14 @@ def test_odd_openai_chunks_are_one_sentence(obj, says):
         read_openai_stream(iter_sse(reader(data)))
 
 
+def test_json_nested_deeper_than_the_parser_goes_is_one_sentence():
+    deep = b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(StreamError, match="not JSON"):
+        read_openai_stream(iter_sse(reader(b"data: " + deep + b"\n\n")))
+    with pytest.raises(StreamError, match="not JSON"):
+        list(iter_ndjson(reader(deep + b"\n")))
+
+
 def _json_values(keys: list[str]) -> st.SearchStrategy[Any]:
     leaf = st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats() \
         | st.text(max_size=8)

@@ -696,7 +696,7 @@ def _probe_models(http: Http) -> list[str] | None:
         return None  # some servers have no /models; the first request will tell
     try:
         obj = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     items = obj.get("data") if isinstance(obj, dict) else None
     if not isinstance(items, list):

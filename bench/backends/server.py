@@ -75,7 +75,7 @@ def _error_text(body: bytes) -> str:
     text = body.decode("utf-8", "replace").strip()
     try:
         obj = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         obj = None
     if isinstance(obj, dict):
         err = error_message(obj)
@@ -310,7 +310,7 @@ class Http:
             raise self.status_error(status, data, method, self.prefix + path)
         try:
             return json.loads(data) if data.strip() else None
-        except ValueError:
+        except (ValueError, RecursionError):
             raise BackendError(
                 f"the server at {self.shown} answered {method} {self.prefix + path} with "
                 f"something that is not JSON: {redact(_error_text(data), self.secrets)}"

@@ -82,7 +82,7 @@ def iter_ndjson(
             continue
         try:
             obj = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise StreamError(f"the server sent a line that is not JSON: {_clip(line)}") from None
         if not isinstance(obj, dict):
             raise StreamError(f"the server sent JSON that is not an object: {_clip(line)}")
@@ -175,7 +175,7 @@ def read_openai_stream(
             break
         try:
             chunk = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             if ev.event == "error":
                 raise StreamError(f"the server sent an error event: {_clip(data)}") from None
             raise StreamError(f"the server sent data that is not JSON: {_clip(data)}") from None
