@@ -13,6 +13,7 @@ import pytest
 
 from bench.compare import Compare, CompareError, Gate, parse_threshold_pct
 from bench.results import load_run, write_json, write_table
+from bench.stats import mean_ci
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data" / "compare"
@@ -368,10 +369,14 @@ def test_markdown_has_a_verdict_line_and_the_table():
     assert code == 1
     lines = out.splitlines()
     assert lines[0].startswith("**bench compare: REGRESSION: 2 worse, 0 better, 6 unchanged")
-    assert "| cell | metric | baseline | candidate | change | test | mark | note |" in lines
+    assert "| cell | metric | unit | baseline | candidate | change | test | mark | note |" in lines
     decode = next(line for line in lines if "| decode_tps |" in line and "t=2" in line)
     assert "-10.0%" in decode and "p=0.0022" in decode and "`+`" in decode
-    assert "100.3 ± 0.67 (n=6)" in decode
+    # ± is the 95% CI half width (t(5) = 2.571 x sd / sqrt(6)), not the sd (0.67).
+    ci = mean_ci(BASE_T2_DECODE)
+    assert ci.half_width == pytest.approx(2.5706 * ci.sd / math.sqrt(6), rel=1e-4)
+    assert f"{ci.mean:.2f} ± {ci.half_width:.2f} (n=6)" in decode  # the mean to the same place
+    assert "95% confidence interval" in out
 
 
 def test_table_is_plain_text_off_a_terminal_and_ignores_columns(monkeypatch):
