@@ -639,7 +639,8 @@ def render_table(comparison: Comparison, out: TextIO, warn_only: bool = False) -
         table.add_row(*texts)
     console.print(table)
     console.print(Text("± = 95% confidence interval of the mean; TTFT in ms."))
-    console.print(Text(_verdict_line(comparison, warn_only)))
+    # The verdict is one line whatever its length: CI logs grep it.
+    console.print(Text(_verdict_line(comparison, warn_only)), soft_wrap=True)
 
 
 def render_markdown(comparison: Comparison, warn_only: bool = False) -> str:

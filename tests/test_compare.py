@@ -404,6 +404,161 @@ def test_json_is_strict_and_carries_the_summary():
     }
 
 
+# --- validity flags: verdicts you can act on ---------------------------------------------------
+
+LOAD_WARNING = ("background CPU load was 51% during the idle baseline (above 10%): other programs "
+                "were running")
+CV_WARNING = ("decode t/s varies 12.0% across trials (coefficient of variation above 5%): the "
+              "machine was noisy")
+
+
+def flagged_copy(
+    src: Path, dst: Path, manifest_edit: Callable[[dict[str, Any]], None],
+    trial_edit: Callable[[dict[str, Any]], dict[str, Any] | None] = lambda r: r,
+) -> Path:
+    """A copy of a run whose manifest (and trials) record what the runner records when it sees
+    background load, a noisy cell or a throttled device."""
+    copy_run(src, dst, trial_edit)
+    manifest = json.loads((dst / "manifest.json").read_text())
+    manifest_edit(manifest)
+    write_json(dst / "manifest.json", manifest)
+    return dst
+
+
+def loaded(m: dict[str, Any]) -> None:
+    m["guards"] = {"idle_cpu_load_pct": 51.0, "warnings": [LOAD_WARNING]}
+
+
+def test_a_regression_measured_under_background_load_is_unreliable_not_a_regression(tmp_path):
+    cand = flagged_copy(DATA / "slower", tmp_path / "loaded", loaded)
+    code, out, err = compare(BASE, cand)
+    assert code == 3
+    assert "REGRESSION" not in out
+    assert out.splitlines()[-1].startswith(
+        "bench compare: UNRELIABLE: candidate measured under background load (51% CPU")
+    assert err.startswith("bench compare: unreliable: candidate measured under background load")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    code, doc = compare_json(BASE, cand)
+    assert (code, doc["summary"]["verdict"], doc["summary"]["exit_code"]) == (3, "unreliable", 3)
+    assert doc["summary"]["headline"].startswith("unreliable: candidate measured under "
+                                                 "background load")
+    decode = row(doc, 2, "decode_tps")
+    # The numbers stay: the row says what it would have been, and why it is not trusted.
+    assert (decode["mark"], decode["unflagged_mark"]) == ("?", "+")
+    assert decode["change_pct"] == pytest.approx(-10.0, abs=1e-9)
+    assert "candidate measured under background load" in decode["reason"]
+    _, md, _ = compare(BASE, cand, fmt="markdown")
+    assert md.startswith("**bench compare: UNRELIABLE: candidate measured under background load")
+    assert "`?+`" in md
+
+
+def test_background_load_in_a_pooled_baseline_run_names_that_run(tmp_path):
+    pooled = tmp_path / "pooled"
+    pooled.mkdir()
+    for p in sorted((DATA / "pooled").iterdir()):
+        copy_run(p, pooled / p.name, lambda r: r)
+    flagged_copy(DATA / "pooled" / "20250228T120000Z-compare-main-2",
+                 tmp_path / "tmp-main-2", loaded)
+    import shutil
+    shutil.rmtree(pooled / "20250228T120000Z-compare-main-2")
+    shutil.move(tmp_path / "tmp-main-2", pooled / "20250228T120000Z-compare-main-2")
+    code, doc = compare_json(pooled, DATA / "same")
+    assert code == 3
+    assert doc["summary"]["unreliable_because"][0].startswith(
+        "baseline 20250228T120000Z-compare-main-2 measured under background load")
+
+
+def test_a_noisy_cell_makes_only_its_own_rows_unreliable(tmp_path):
+    def noisy_t2(m: dict[str, Any]) -> None:
+        m["cells"][0]["warnings"] = [CV_WARNING]
+
+    base = flagged_copy(BASE, tmp_path / "noisy-base", noisy_t2)
+    code, doc = compare_json(base, DATA / "same")
+    assert code == 3
+    assert {r["mark"] for r in doc["rows"] if " t=2 " in r["cell"]} == {"?"}
+    assert {r["mark"] for r in doc["rows"] if " t=4 " in r["cell"]} == {"~"}
+    assert "baseline measured decode t/s varies 12.0% across trials" in row(doc, 2, "decode_tps")[
+        "reason"]
+
+
+def test_throttled_trials_flag_their_cell(tmp_path):
+    state = json.dumps({"nvml": {"gpu0": {"throttle_reasons": ["sw_thermal_slowdown"]}}})
+    idle = json.dumps({"nvml": {"gpu0": {"throttle_reasons": ["gpu_idle"]}}})
+
+    def throttle_t4(r: dict[str, Any]) -> dict[str, Any]:
+        r["meter_state_end"] = state if r["n_threads"] == 4 else idle
+        return r
+
+    cand = flagged_copy(DATA / "same", tmp_path / "hot", lambda m: None, throttle_t4)
+    code, doc = compare_json(BASE, cand)
+    assert code == 3
+    assert "candidate measured throttled (sw_thermal_slowdown)" in row(doc, 4, "decode_tps")[
+        "reason"]
+    # An idle GPU's clock reason is not throttling.
+    assert {r["mark"] for r in doc["rows"] if " t=2 " in r["cell"]} == {"~"}
+
+
+def test_estimated_energy_is_left_out_by_default_and_unreliable_when_asked_for(tmp_path):
+    def estimated(r: dict[str, Any]) -> dict[str, Any]:
+        r["energy_method"] = "estimate"
+        return r
+
+    base = copy_run(BASE, tmp_path / "est-base", estimated)
+    code, doc = compare_json(base, DATA / "estimate")
+    assert code == 0
+    assert "j_per_token" not in {r["metric"] for r in doc["rows"]}
+    code, doc = compare_json(base, DATA / "estimate", metrics=["j_per_token", "decode_tps"])
+    assert code == 3
+    energy = [r for r in doc["rows"] if r["metric"] == "j_per_token"]
+    assert {r["mark"] for r in energy} == {"?"}
+    assert "estimated energy" in energy[0]["reason"]
+    assert {r["mark"] for r in doc["rows"] if r["metric"] == "decode_tps"} == {"~"}
+
+
+def test_warn_only_reports_an_unreliable_comparison_but_exits_0(tmp_path):
+    cand = flagged_copy(DATA / "slower", tmp_path / "loaded", loaded)
+    code, out, _ = compare(BASE, cand, warn_only=True)
+    assert code == 0
+    assert "UNRELIABLE" in out and "(warn only)" in out
+
+
+def test_flagged_runs_of_another_machine_are_still_not_comparable(tmp_path):
+    cand = flagged_copy(DATA / "other_machine", tmp_path / "loaded", loaded)
+    code, _, _ = compare(BASE, cand)
+    assert code == 2
+
+
+# --- damaged run folders -------------------------------------------------------------------------
+
+
+def test_a_truncated_side_table_is_one_sentence_and_exit_2(tmp_path):
+    cand = copy_run(DATA / "same", tmp_path / "cut", lambda r: r)
+    whole = tmp_path / "whole.parquet"
+    write_table(whole, [{"run_id": "x", "cell_id": "c001", "trial": 1, "joules": 1.0}] * 50)
+    data = whole.read_bytes()
+    (cand / "energy.parquet").write_bytes(data[: len(data) // 2])
+    code, out, err = compare(BASE, cand)
+    assert code == 2 and out == ""
+    assert "energy.parquet" in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("cells", "c001"), ("guards", ["busy"]), ("machine", 7), ("cells", [3]),
+    ("cells", [{"cell_id": "c001", "params": "t=2"}]),
+])
+def test_a_manifest_with_fields_of_the_wrong_shape_is_one_sentence_and_exit_2(
+    tmp_path, field, value
+):
+    def damage(m: dict[str, Any]) -> None:
+        m[field] = value
+
+    cand = flagged_copy(DATA / "same", tmp_path / "bad", damage)
+    code, out, err = compare(BASE, cand)
+    assert code == 2 and out == ""
+    assert "manifest.json" in err and repr(field) in err or "cells[0]" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
 # --- the golden data ---------------------------------------------------------------------------
 
 
