@@ -426,10 +426,16 @@ def cell_label(params: Mapping[str, Any], keys: Sequence[str] | None = None) -> 
     tg64", llama-bench's abbreviations, then `lang=hi` and any setting a backend adds
     (`label=…`, server arguments) as key=value.
 
-    `keys` keeps only those parameters (what varies between the cells shown); "?" when nothing
-    is left.
+    `params` may be a cell's parameters or a whole trial row. `keys` keeps only those
+    parameters (what varies between the cells shown); "?" when nothing is left.
     """
-    wanted = list(params) if keys is None else [k for k in keys if k in params]
+    if keys is None:
+        # A whole trial row works too: its measured columns are declared, a backend's own
+        # settings (server arguments) are not, and only those join the label.
+        trial = _BY_NAME["trials"]
+        wanted = [k for k in params if k in _PARAM_BY_NAME or k not in trial]
+    else:
+        wanted = [k for k in keys if k in params]
     parts: list[str] = []
     for name in ("model", "quant", "backend"):
         if name in wanted and params.get(name):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from test_report import CELLS, MACHINE_B, WARMUP_DECODE_TPS, make_run
 
-from bench.compare import describe_cell
+from bench.columns import cell_label
 from bench.export import BENCHER_FILE, BIGGER_FILE, SMALLER_FILE, Export
 from bench.results import load_run
 from bench.stats import mean_ci
@@ -25,11 +25,11 @@ def rows(run) -> list[dict]:
 
 
 def _names(rows: list[dict]) -> list[str]:
-    """describe_cell of the successful cells, in run order."""
+    """cell_label of the successful cells, in run order."""
     seen: list[str] = []
     for r in rows:
-        if r["status"] == "ok" and describe_cell(r) not in seen:
-            seen.append(describe_cell(r))
+        if r["status"] == "ok" and cell_label(r) not in seen:
+            seen.append(cell_label(r))
     return seen
 
 

@@ -161,7 +161,7 @@ def _wrap(text: str, width: int = 48) -> str:
 
 
 def plot_metric(data: ReportData, metric: Metric, folder: Path) -> Plot | None:
-    cells = [c for c in data.ok_cells if metric.key in c.stats]
+    cells = [c for c in data.ok_cells if metric.name in c.stats]
     if not cells:
         return None
     fkey = facet_key(data)
@@ -190,7 +190,7 @@ def plot_metric(data: ReportData, metric: Metric, folder: Path) -> Plot | None:
             pos.append(y)
             y += 1.0
         for c, yy in zip(group, pos, strict=True):
-            s = c.stats[metric.key]
+            s = c.stats[metric.name]
             err = s.half_width if math.isfinite(s.half_width) else None
             hatch = "///" if metric.energy and c.estimated else None
             ax.barh(yy, s.mean, height=0.7, color=colours[_colour_of(c, ckey)], alpha=0.85,
@@ -198,7 +198,7 @@ def plot_metric(data: ReportData, metric: Metric, folder: Path) -> Plot | None:
             if err is not None:
                 ax.errorbar(s.mean, yy, xerr=err, fmt="none", ecolor="black", elinewidth=1.2,
                             capsize=4)
-            vals = c.values[metric.key]
+            vals = c.values[metric.name]
             ax.plot(vals, [yy] * len(vals), "o", ms=3, mfc="white", mec="black", mew=0.7,
                     zorder=3)
             xmax = max(xmax, s.mean + (err or 0.0), *vals)
@@ -210,9 +210,9 @@ def plot_metric(data: ReportData, metric: Metric, folder: Path) -> Plot | None:
             ax.set_title(f"{'quantization' if fkey == 'quant' else 'backend'}: {facet}",
                          loc="left", fontweight="bold")
     axes[0, 0].set_xlim(0, xmax * 1.08 if xmax > 0 else 1)
-    unit = metric.unit + (", estimated" if estimated else "")
-    axes[-1, 0].set_xlabel(f"{metric.title} ({unit}): bar = mean, whisker = 95% CI, dot = trial")
-    fig.suptitle(_title(f"{metric.title.capitalize()} per cell", data, estimated))
+    unit = metric.display_unit + (", estimated" if estimated else "")
+    axes[-1, 0].set_xlabel(f"{metric.words} ({unit}): bar = mean, whisker = 95% CI, dot = trial")
+    fig.suptitle(_title(f"{metric.words.capitalize()} per cell", data, estimated))
     handles: list[Any] = [Patch(color=colours[k], label=clabels[k]) for k in colours]
     if estimated:
         handles.append(Patch(facecolor="#999999", hatch="///", edgecolor="white",
@@ -221,12 +221,12 @@ def plot_metric(data: ReportData, metric: Metric, folder: Path) -> Plot | None:
     name = f"metric_{metric.slug}.png"
     _save(fig, folder, name)
     caption = (
-        f"{metric.title.capitalize()} in {metric.unit}, one bar per cell: the mean over "
+        f"{metric.words.capitalize()} in {metric.display_unit}, one bar per cell: the mean over "
         "non-warm-up trials, its 95% confidence interval (Student's t) and each trial's value."
     )
     if estimated:
         caption += " Energy is an ESTIMATE from CPU time, not a measurement."
-    return Plot(name, f"{metric.title.capitalize()} ({metric.unit})", caption, "metric")
+    return Plot(name, f"{metric.words.capitalize()} ({metric.display_unit})", caption, "metric")
 
 
 def _gaps(group: Sequence[CellSummary]) -> int:
@@ -238,7 +238,7 @@ def _gaps(group: Sequence[CellSummary]) -> int:
 
 
 def plot_pareto(data: ReportData, folder: Path) -> Plot | None:
-    cells = [c for c in data.ok_cells if DECODE.key in c.stats and J_PER_TOKEN.key in c.stats]
+    cells = [c for c in data.ok_cells if DECODE.name in c.stats and J_PER_TOKEN.name in c.stats]
     if not cells:
         return None
     ckey, colours, clabels = _colour_key(data)
@@ -246,7 +246,7 @@ def plot_pareto(data: ReportData, folder: Path) -> Plot | None:
     fig = _figure((WIDTH_IN, 6.2))
     ax = fig.subplots()
     for c in cells:
-        x, y = c.stats[J_PER_TOKEN.key], c.stats[DECODE.key]
+        x, y = c.stats[J_PER_TOKEN.name], c.stats[DECODE.name]
         col = colours[_colour_of(c, ckey)]
         ax.errorbar(
             x.mean, y.mean,
@@ -256,10 +256,10 @@ def plot_pareto(data: ReportData, folder: Path) -> Plot | None:
             mfc="white" if c.estimated else col, mew=1.6, ecolor=col, elinewidth=1, capsize=3,
             zorder=3,
         )
-    front = sorted((c for c in cells if c.pareto), key=lambda c: c.stats[J_PER_TOKEN.key].mean)
+    front = sorted((c for c in cells if c.pareto), key=lambda c: c.stats[J_PER_TOKEN.name].mean)
     if front:
-        fx = [c.stats[J_PER_TOKEN.key].mean for c in front]
-        fy = [c.stats[DECODE.key].mean for c in front]
+        fx = [c.stats[J_PER_TOKEN.name].mean for c in front]
+        fy = [c.stats[DECODE.name].mean for c in front]
         ax.step(fx, fy, where="post", color="black", lw=1.2, ls="--", zorder=2)
         ax.plot(fx, fy, "o", ms=15, mfc="none", mec="black", mew=1.2, zorder=4)
     _annotate(ax, data, cells)
@@ -269,7 +269,7 @@ def plot_pareto(data: ReportData, folder: Path) -> Plot | None:
     # Limits take in the intervals, up to 60 % beyond a mean: one very wide interval must not
     # squash every other point.
     def reach(metric: Metric) -> float:
-        return max(min(c.stats[metric.key].hi, 1.6 * c.stats[metric.key].mean)
+        return max(min(c.stats[metric.name].hi, 1.6 * c.stats[metric.name].mean)
                    for c in cells) * 1.08 or 1.0
 
     ax.set_xlim(0, reach(J_PER_TOKEN))
@@ -302,8 +302,8 @@ def plot_pareto(data: ReportData, folder: Path) -> Plot | None:
 def _annotate(ax: Any, data: ReportData, cells: Sequence[CellSummary]) -> None:
     # Cell ids are short enough not to crowd the points; the tables map them to settings.
     placed: list[tuple[float, float]] = []
-    xs = [c.stats[J_PER_TOKEN.key].mean for c in cells]
-    ys = [c.stats[DECODE.key].mean for c in cells]
+    xs = [c.stats[J_PER_TOKEN.name].mean for c in cells]
+    ys = [c.stats[DECODE.name].mean for c in cells]
     span_x = (max(xs) - min(xs)) or max(xs) or 1.0
     span_y = (max(ys) - min(ys)) or max(ys) or 1.0
     for c, x, y in zip(cells, xs, ys, strict=True):
@@ -521,8 +521,8 @@ def plot_sweep(data: ReportData, key: str, folder: Path) -> Plot | None:
             label = first.run.tag if data.multi_run else "all cells"
         shift = (i - (n_series - 1) / 2) * min(0.012, 0.06 / n_series)
         for ax, metric in zip(axes, (PREFILL, DECODE), strict=True):
-            pts = [(_nudge(pos[c.params[key]], shift, span, log), c.stats[metric.key])
-                   for c in group if metric.key in c.stats]
+            pts = [(_nudge(pos[c.params[key]], shift, span, log), c.stats[metric.name])
+                   for c in group if metric.name in c.stats]
             if not pts:
                 continue
             ax.errorbar(
@@ -538,8 +538,8 @@ def plot_sweep(data: ReportData, key: str, folder: Path) -> Plot | None:
         ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xticklabels([t for _, t in ticks])
         ax.set_xlabel(SWEEP_LABELS.get(key, key) + (" (log scale)" if log else ""))
-        ax.set_ylabel(f"{metric.title} speed ({metric.unit})")
-        ax.set_title(f"{metric.title} t/s vs {SWEEP_LABELS.get(key, key)}", loc="left")
+        ax.set_ylabel(f"{metric.words} speed ({metric.display_unit})")
+        ax.set_title(f"{metric.words} t/s vs {SWEEP_LABELS.get(key, key)}", loc="left")
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.35)
     fig.suptitle(_title(f"Sweep over {SWEEP_LABELS.get(key, key)}: mean and 95% CI", data))
@@ -607,7 +607,7 @@ def plot_language_metric(data: ReportData, metric: Metric, folder: Path) -> Plot
     langs = data.languages
     if langs is None:
         return None
-    rows = [r for r in langs.rows.values() if metric.key in r.stats]
+    rows = [r for r in langs.rows.values() if metric.name in r.stats]
     if not rows:
         return None
     series = [s for s in langs.series if any(r.series == s for r in rows)]
@@ -617,11 +617,11 @@ def plot_language_metric(data: ReportData, metric: Metric, folder: Path) -> Plot
 
     def value(lang: str, s: str) -> tuple[float, float | None, list[float]] | None:
         r = langs.get(lang, s)
-        if r is None or metric.key not in r.stats:
+        if r is None or metric.name not in r.stats:
             return None
-        st = r.stats[metric.key]
+        st = r.stats[metric.name]
         return st.mean, (st.half_width if math.isfinite(st.half_width) else None), \
-            r.values[metric.key]
+            r.values[metric.name]
 
     def est(lang: str, s: str) -> bool:
         r = langs.get(lang, s)
@@ -630,21 +630,21 @@ def plot_language_metric(data: ReportData, metric: Metric, folder: Path) -> Plot
     fig = _figure((WIDTH_IN, 5.0))
     ax = fig.subplots()
     _, cut = _grouped_bars(ax, lang_list, series, colours, value, est)
-    unit = metric.unit + (", estimated" if estimated else "")
+    unit = metric.display_unit + (", estimated" if estimated else "")
     better = "higher" if metric.higher_is_better else "lower"
-    ax.set_ylabel(f"{metric.title} ({unit})")
+    ax.set_ylabel(f"{metric.words} ({unit})")
     ax.set_xlabel(f"language — bar = mean, whisker = 95% CI, dot = trial; {better} is better")
-    base = f"{metric.title.capitalize()} ({metric.unit}) per language"
+    base = f"{metric.words.capitalize()} ({metric.display_unit}) per language"
     fig.suptitle(_title(base, data, estimated))
     handles: list[Any] = [Patch(color=colours[s], label=s) for s in series]
     if estimated:
         handles.append(Patch(facecolor="#999999", hatch="///", edgecolor="white",
                              label="estimated energy"))
     _legend(fig, handles)
-    name = f"lang_{metric.key}.png"
+    name = f"lang_{metric.name}.png"
     _save(fig, folder, name)
     caption = (
-        f"{metric.title.capitalize()} in {metric.unit} for each language, one bar per model: "
+        f"{metric.words.capitalize()} in {metric.display_unit} for each language, one bar per model: "
         "the mean over the language's non-warm-up trials, its 95% confidence interval and "
         "each trial. Characters are those decoded after the first token (Unicode code points), "
         "a unit that means the same for every tokenizer."
@@ -733,7 +733,7 @@ def plot_ladder(data: ReportData, ladder: Ladder, n: int, folder: Path) -> Plot 
     """One figure per ladder: rows = quality measures (KL, perplexity), columns = costs
     (J/token, decode t/s); each panel marks its own Pareto front."""
     qkeys = [k for k in ("kl_div", "perplexity") if any(k in lv.quality for lv in ladder.timed)]
-    costs = [m for m in (J_PER_TOKEN, DECODE) if any(m.key in lv.stats for lv in ladder.timed)]
+    costs = [m for m in (J_PER_TOKEN, DECODE) if any(m.name in lv.stats for lv in ladder.timed)]
     if not qkeys or not costs:
         return None
     estimated = ladder.estimated
@@ -745,9 +745,9 @@ def plot_ladder(data: ReportData, ladder: Ladder, n: int, folder: Path) -> Plot 
     for r, qkey in enumerate(qkeys):
         for c, metric in enumerate(costs):
             _ladder_panel(axes[r, c], ladder, qkey, metric, ref)
-            unit = metric.unit + (", estimated" if metric.energy and estimated else "")
+            unit = metric.display_unit + (", estimated" if metric.energy and estimated else "")
             better = "higher" if metric.higher_is_better else "lower"
-            axes[r, c].set_xlabel(f"{metric.title} ({unit}) — {better} is better")
+            axes[r, c].set_xlabel(f"{metric.words} ({unit}) — {better} is better")
             axes[r, c].set_ylabel(qtitle[qkey] + " — lower is better")
     base = f"Quantization ladder of {ladder.label}: quality against energy and speed"
     fig.suptitle(_title(base, data, estimated))
@@ -786,12 +786,12 @@ def plot_ladder(data: ReportData, ladder: Ladder, n: int, folder: Path) -> Plot 
 
 
 def _ladder_panel(ax: Any, ladder: Ladder, qkey: str, metric: Metric, ref: Any) -> None:
-    pts = [lv for lv in ladder.levels if qkey in lv.quality and metric.key in lv.stats]
+    pts = [lv for lv in ladder.levels if qkey in lv.quality and metric.name in lv.stats]
     if not pts:
         ax.text(0.5, 0.5, "no level has both", transform=ax.transAxes, ha="center",
                 color="#777777")
         return
-    xs = [lv.stats[metric.key].mean for lv in pts]
+    xs = [lv.stats[metric.name].mean for lv in pts]
     ys = [lv.quality[qkey] for lv in pts]
     # Lower quality loss is better on y; on x lower J/token or higher t/s.
     if metric.higher_is_better:
@@ -799,7 +799,7 @@ def _ladder_panel(ax: Any, ladder: Ladder, qkey: str, metric: Metric, ref: Any) 
     else:
         front = [pts[i] for i in pareto_front([(x, -y) for x, y in zip(xs, ys, strict=True)])]
     for lv, x, y in zip(pts, xs, ys, strict=True):
-        st = lv.stats[metric.key]
+        st = lv.stats[metric.name]
         hollow = metric.energy and lv.estimated
         ax.errorbar(x, y, xerr=st.half_width if math.isfinite(st.half_width) else None,
                     fmt="o", ms=7, color=PALETTE[0], mfc="white" if hollow else PALETTE[0],
@@ -810,10 +810,10 @@ def _ladder_panel(ax: Any, ladder: Ladder, qkey: str, metric: Metric, ref: Any) 
                     color="#333333", zorder=5,
                     bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none",
                           "alpha": 0.8})
-    front.sort(key=lambda lv: lv.stats[metric.key].mean)
+    front.sort(key=lambda lv: lv.stats[metric.name].mean)
     if len(front) > 1:
         # The boundary of what the front dominates: a staircase between its points.
-        ax.step([lv.stats[metric.key].mean for lv in front], [lv.quality[qkey] for lv in front],
+        ax.step([lv.stats[metric.name].mean for lv in front], [lv.quality[qkey] for lv in front],
                 where="pre" if metric.higher_is_better else "post", color="black", lw=1.1,
                 ls="--", zorder=2)
     vals = list(ys)
@@ -834,7 +834,7 @@ def _ladder_panel(ax: Any, ladder: Ladder, qkey: str, metric: Metric, ref: Any) 
         lo, hi = min(vals), max(vals)
         pad = (hi - lo) * 0.2 or hi * 0.05 or 1.0
         ax.set_ylim(lo - pad, hi + pad)
-    ax.set_xlim(0, max(min(lv.stats[metric.key].hi, 1.6 * lv.stats[metric.key].mean)
+    ax.set_xlim(0, max(min(lv.stats[metric.name].hi, 1.6 * lv.stats[metric.name].mean)
                        for lv in pts) * 1.15 or 1.0)
     ax.grid(alpha=0.35)
 

@@ -108,7 +108,7 @@ def cell_table(data: ReportData) -> Table:
             str(p.get("quant") or ""), str(p.get("backend") or ""),
             *([_settings(p, varying)] if varying else []), _workload(p),
             *([c.lang or ""] if langs else []), str(len(c.samples)),
-            *(fmt_ci(c.stats.get(m.key)) for m in METRICS[:3]), jpt, status,
+            *(fmt_ci(c.stats.get(m.name)) for m in METRICS[:3]), jpt, status,
         ]
         rows.append(row)
         if not c.ok:
@@ -283,11 +283,11 @@ def detail_tables(data: ReportData) -> list[Table]:
 
 
 def _best(data: ReportData, metric: Metric) -> CellSummary | None:
-    cells = [c for c in data.ok_cells if metric.key in c.stats]
+    cells = [c for c in data.ok_cells if metric.name in c.stats]
     if not cells:
         return None
     pick = max if metric.higher_is_better else min
-    return pick(cells, key=lambda c: c.stats[metric.key].mean)
+    return pick(cells, key=lambda c: c.stats[metric.name].mean)
 
 
 def _name(data: ReportData, c: CellSummary) -> str:
@@ -311,20 +311,20 @@ def summary_lines(data: ReportData) -> list[str]:
                          (TTFT, "Shortest time to first token")):
         c = _best(data, metric)
         if c:
-            lines.append(f"{word}: {fmt_ci(c.stats[metric.key])} {metric.unit}, "
+            lines.append(f"{word}: {fmt_ci(c.stats[metric.name])} {metric.display_unit}, "
                          f"{_name(data, c)}.")
     c = _best(data, J_PER_TOKEN)
     if c:
         est = " (ESTIMATED)" if c.estimated else ""
-        lines.append(f"Least decode energy: {fmt_ci(c.stats[J_PER_TOKEN.key])} J/token{est}, "
+        lines.append(f"Least decode energy: {fmt_ci(c.stats[J_PER_TOKEN.name])} J/token{est}, "
                      f"{_name(data, c)}.")
         front = sorted((x for x in data.ok_cells if x.pareto),
-                       key=lambda x: x.stats[J_PER_TOKEN.key].mean)
+                       key=lambda x: x.stats[J_PER_TOKEN.name].mean)
         if front:
             lines.append("Speed/energy Pareto front: " + ", ".join(
                 f"{(x.run.tag + ' ') if data.multi_run else ''}{x.cell_id} "
-                f"({fmt_num(x.stats[DECODE.key].mean)} t/s at "
-                f"{fmt_num(x.stats[J_PER_TOKEN.key].mean)} J/token)" for x in front) + ".")
+                f"({fmt_num(x.stats[DECODE.name].mean)} t/s at "
+                f"{fmt_num(x.stats[J_PER_TOKEN.name].mean)} J/token)" for x in front) + ".")
     # Sub-items (one per language) start with SUB; the renderers nest them.
     lines += language_summary(data)
     lines += ladder_summary(data)
@@ -402,10 +402,10 @@ def language_tables(data: ReportData) -> list[Table]:
             best = cheapest[lang]
             mark = " ★" if best is not None and best.best is r and best.runner_up else ""
             rows.append([
-                lang, r.series + mark, str(r.n), fmt_ci(r.stats.get(CHARS_PER_S.key)),
-                _energy_cell(r.stats, J_PER_KCHAR.key, r.energy_method),
-                fmt_ci(r.stats.get(DECODE.key)),
-                _energy_cell(r.stats, J_PER_TOKEN.key, r.energy_method),
+                lang, r.series + mark, str(r.n), fmt_ci(r.stats.get(CHARS_PER_S.name)),
+                _energy_cell(r.stats, J_PER_KCHAR.name, r.energy_method),
+                fmt_ci(r.stats.get(DECODE.name)),
+                _energy_cell(r.stats, J_PER_TOKEN.name, r.energy_method),
                 *([fmt_num(r.quality.get("bits_per_byte"))] if bpb else []),
             ])
     what = "least decode energy per character" if langs.has_energy else "fastest in chars/s"
@@ -486,8 +486,8 @@ def ladder_tables(data: ReportData) -> list[Table]:
                 fmt_num(lv.bits_per_weight), _kl(q.get("kl_div")), _kl(q.get("kl_div_max")),
                 fmt_num(q.get("top1_agree")), fmt_num(q.get("perplexity")),
                 fmt_num(q.get("bits_per_byte")), str(lv.n) if lv.stats else "–",
-                fmt_ci(lv.stats.get(DECODE.key)),
-                _energy_cell(lv.stats, J_PER_TOKEN.key, lv.energy_method),
+                fmt_ci(lv.stats.get(DECODE.name)),
+                _energy_cell(lv.stats, J_PER_TOKEN.name, lv.energy_method),
                 ", ".join(fronts) or ("–" if lv.stats else "not timed"),
             ])
         key = lad.quality_key
@@ -534,7 +534,7 @@ def language_summary(data: ReportData) -> list[str]:
         if c is None:
             continue
         m = c.metric
-        unit = "J/kchar" if m == J_PER_KCHAR.key else "chars/s"
+        unit = "J/kchar" if m == J_PER_KCHAR.name else "chars/s"
         bpb = [r.quality.get("bits_per_byte") for r in (c.best, c.runner_up) if r is not None]
         if c.runner_up is None:
             text = (f"{lang}: only {c.best.series} was measured "
@@ -548,7 +548,7 @@ def language_summary(data: ReportData) -> list[str]:
         # (verb, "<ratio> ..." phrase, "about as ..." phrase) for the metric compared.
         verb, more, same = (
             ("costs", "less energy per character than", "much energy per character as")
-            if m == J_PER_KCHAR.key
+            if m == J_PER_KCHAR.name
             else ("decodes", "more characters per second than", "many characters per second as")
         )
         if ratio is not None and ratio >= 1.05:
