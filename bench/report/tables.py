@@ -603,18 +603,18 @@ def extra_sections(data: ReportData) -> list[Section]:
         assert langs is not None
         out.append(Section(
             "languages", "Languages",
-            [f"{len(langs.langs)} languages ({', '.join(langs.langs)}) × "
-             f"{len(langs.series)} models. Tokenizers split languages very differently, so "
-             "this section counts characters: decode characters per second and decode joules "
-             "per 1000 characters compare models fairly where tokens/s and J/token do not."],
+            [(f"{len(langs.langs)} languages ({', '.join(langs.langs)}) × "
+              f"{len(langs.series)} models. Tokenizers split languages very differently, so "
+              "this section counts characters: decode characters per second and decode joules "
+              "per 1000 characters compare models fairly where tokens/s and J/token do not.")],
             tables, "language"))
     tables = ladder_tables(data)
     if tables:
         out.append(Section(
             "quantization", "Quantization",
-            ["What each quantization level costs in quality (KL divergence from the reference's "
-             "next-token distribution, perplexity) against what it saves in energy and gains in "
-             "speed. Lower KL is better; a level on the Pareto front is one that no other level "
-             "beats on both quality and cost."],
+            [("What each quantization level costs in quality (KL divergence from the reference's "
+              "next-token distribution, perplexity) against what it saves in energy and gains in "
+              "speed. Lower KL is better; a level on the Pareto front is one that no other level "
+              "beats on both quality and cost.")],
             tables, "quant"))
     return out
