@@ -142,3 +142,28 @@ def test_usage_errors_exit_2_with_one_sentence(run, tmp_path, capsys):
     assert Export().run([tmp_path / "missing"], "bencher", tmp_path / "x") == 2
     err = capsys.readouterr().err
     assert "does not exist" in err and "Traceback" not in err
+
+
+def _damaged(src: Path, dst: Path, how: str) -> Path:
+    import json as _json
+    import shutil
+
+    shutil.copytree(src, dst)
+    if how == "truncated energy":
+        data = (src / "trials.parquet").read_bytes()
+        (dst / "energy.parquet").write_bytes(data[: len(data) // 2])
+    else:
+        m = _json.loads((dst / "manifest.json").read_text())
+        m["cells"] = [["c001", "not an object"]]
+        (dst / "manifest.json").write_text(_json.dumps(m))
+    return dst
+
+
+@pytest.mark.parametrize("how", ["truncated energy", "manifest shapes"])
+def test_a_damaged_run_folder_is_one_sentence_and_exit_2(run, tmp_path, capsys, how):
+    bad = _damaged(run, tmp_path / "bad", how)
+    assert Export().run([bad], "bencher", tmp_path / "b.json") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert ("energy.parquet" if how == "truncated energy" else "cells[0]") in err
+    assert not (tmp_path / "b.json").exists()

@@ -17,7 +17,7 @@ from support import smol_config
 from bench.config import loads_config
 from bench.report import Report, default_out, plots
 from bench.report.data import CellSummary, ReportError, load_runs, pareto_front, summarise
-from bench.results import RunWriter, load_run
+from bench.results import RunWriter, load_run, write_json
 from bench.stats import mean_ci
 from bench.runner import Runner
 from bench.sweep import expand
@@ -323,6 +323,45 @@ def test_an_unreadable_run_folder_exits_2(tmp_path, capsys):
     (bad / "power.parquet").write_bytes(b"not parquet")
     assert Report().run([bad], out=tmp_path / "out") == 2
     assert "power.parquet" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("how", ["truncated energy", "manifest shapes"])
+def test_a_damaged_run_folder_is_one_sentence_and_exit_2(synthetic, tmp_path, capsys, how):
+    from test_export import _damaged
+
+    bad = _damaged(synthetic, tmp_path / "bad", how)
+    assert Report().run([bad], out=tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert ("energy.parquet" if how == "truncated energy" else "cells[0]") in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("run_id", ["../../outside", "/tmp/elsewhere", "..", "a/../../b"])
+def test_a_run_id_from_the_manifest_cannot_put_the_report_outside_reports(synthetic, run_id):
+    run = load_run(synthetic)
+    run.manifest["run_id"] = run_id
+    out = default_out([run])
+    assert out.parent == Path("reports") and out.name not in ("", ".", "..")
+    assert out == Path("reports") / synthetic.name  # the folder's own name instead
+
+
+def test_link_and_image_syntax_from_a_config_cannot_reach_the_markdown(tmp_path):
+    run = make_run(tmp_path / "runs", "20260102T030405Z-links-0123abcd", failed=False)
+    m = load_run(run).manifest
+    m["config"]["name"] = "![pwn](https://evil.example/x.png)"
+    m["config"]["description"] = "[click me](https://evil.example/login)"
+    m["models"][HOSTILE]["description"] = "see ![](http://evil.example/t.gif)"
+    write_json(run / "manifest.json", m)
+    made = _report([run], tmp_path / "rep")
+    md = (made.out / "report.md").read_text()
+    assert "evil.example" in md.replace("\u200b", "")  # shown as text ...
+    # ... never as a link or an image: every [ ] ! from run text is backslash-escaped, and no
+    # bare URL is left for an autolinker.
+    assert not re.search(r"(?<!\\)\]\(http", md)
+    assert not re.search(r"(?<!\\)!(?<!\\)\[pwn", md)
+    assert "\\[click me\\]" in md and "\\!\\[pwn\\]" in md
+    assert "https://evil" not in md and "http://evil" not in md
 
 
 def test_stale_figures_of_an_earlier_report_are_removed(report):

@@ -18,6 +18,7 @@ from bench import columns
 from bench.columns import Column, cell_label
 from bench.results import ResultsError, Run, is_run_folder, load_run
 from bench.stats import Summary, mean_ci
+from bench.validity import check_run
 
 if TYPE_CHECKING:
     from bench.report.ladder import Ladder
@@ -332,8 +333,12 @@ def summarise(runs: Sequence[Run]) -> ReportData:
     return ReportData(infos, cells)
 
 
-def load_runs(paths: Sequence[str | Path], what: str = "run") -> list[Run]:
-    """Paths -> runs: each a run folder or a folder holding run folders. Raises ReportError."""
+def load_runs(
+    paths: Sequence[str | Path], what: str = "run", tables: Sequence[str] = (),
+) -> list[Run]:
+    """Paths -> runs: each a run folder or a folder holding run folders, checked by
+    bench.validity.check_run (manifest shapes; `tables` read in full, the other side tables'
+    footers). Raises ReportError with one sentence."""
     if not paths:
         raise ReportError(f"give at least one {what} folder")
     folders: list[Path] = []
@@ -359,7 +364,9 @@ def load_runs(paths: Sequence[str | Path], what: str = "run") -> list[Run]:
     runs = []
     for f in unique:
         try:
-            runs.append(load_run(f))
+            run = load_run(f)
+            check_run(run, tables)
+            runs.append(run)
         except ResultsError as e:
             raise ReportError(str(e)) from e
         except Exception as e:  # a damaged file must end in a sentence, not a traceback
