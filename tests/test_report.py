@@ -18,8 +18,8 @@ from bench.config import loads_config
 from bench.report import Report, default_out, plots
 from bench.report.data import CellSummary, ReportError, load_runs, pareto_front, summarise
 from bench.results import RunWriter, load_run, write_json
-from bench.stats import mean_ci
 from bench.runner import Runner
+from bench.stats import mean_ci
 from bench.sweep import expand
 
 HOSTILE = "<script>alert(1)</script>"

@@ -6,7 +6,6 @@ description would be a link or an image pointing anywhere.
 """
 from __future__ import annotations
 
-
 from bench.columns import md_text
 from bench.report.plots import Plot
 from bench.report.tables import SUB, Document, Table
