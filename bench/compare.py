@@ -21,9 +21,16 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from bench import columns
-from bench.columns import CI_NOTE, MISSING, cell_label, format_change, format_ci, unique_labels
+from bench.columns import MISSING, cell_label, format_change, format_ci, unique_labels
 from bench.results import ResultsError, Run, is_run_folder, load_run
-from bench.stats import mann_whitney_u, mean_ci, min_achievable_p, mwu_method, stdev
+from bench.stats import (
+    change_pct_ci,
+    mann_whitney_u,
+    mean_ci,
+    min_achievable_p,
+    mwu_method,
+    stdev,
+)
 from bench.validity import Flag, cell_flags, check_run, energy_estimated, run_flags
 
 Fmt = Literal["table", "markdown", "json"]
@@ -272,6 +279,7 @@ class Row:
     reason: str | None = None
     baseline_ci: float | None = None
     candidate_ci: float | None = None
+    change_ci_pct: float | None = None  # half width of the change's 95% interval (Welch)
     # What the mark would be without the flags (`?` rows only): "+", "-" or "~".
     unflagged_mark: Mark | None = None
     baseline_flags: list[str] = field(default_factory=list)
@@ -480,6 +488,8 @@ def compare_runs(
                 row.change_pct, row.test, row.p_value, row.significant, row.mark = (
                     j.change_pct, j.test, j.p_value, j.significant, j.mark
                 )
+                if len(bv) > 1 and len(cv_) > 1:
+                    row.change_ci_pct = change_pct_ci(bv, cv_)[1]
                 _flag(row, metric, b, c, base_flags, cand_flags)  # type: ignore[arg-type]
             rows.append(row)
 
@@ -548,6 +558,14 @@ def _side(mean: float | None, ci: float | None, n: int, metric: str) -> str:
     return f"{format_ci(mean, ci, metric)} (n={n})"
 
 
+def change_text(row: Row) -> str:
+    """"-10.0% ± 0.9": the change with its 95% interval's half width (Welch)."""
+    text = format_change(row.change_pct)
+    if row.change_pct is not None and row.change_ci_pct is not None:
+        text += f" ± {row.change_ci_pct:.1f}"
+    return text
+
+
 def _test(row: Row) -> str:
     if row.test is None:
         return MISSING
@@ -595,7 +613,7 @@ def _cells_of(r: Row, comparison: Comparison) -> list[str]:
         r.metric, columns.METRICS[r.metric].display_unit,
         _side(r.baseline_mean, r.baseline_ci, r.baseline_n, r.metric),
         _side(r.candidate_mean, r.candidate_ci, r.candidate_n, r.metric),
-        format_change(r.change_pct), _test(r), _mark(r), note,
+        change_text(r), _test(r), _mark(r), note,
     ]
 
 
@@ -610,7 +628,7 @@ def legend(alpha: float) -> str:
         "load, noisy trials, throttling or estimated energy; `?+` = would be worse), `x` not "
         "comparable. p: Mann-Whitney U; CI: non-overlap of "
         f"{(1 - alpha) * 100:g}% confidence intervals (too few trials for the U test). "
-        f"Values: mean {CI_NOTE.removeprefix('± is ')}, written mean ± half width."
+        "Values: mean ± half width of its 95% confidence interval (Student's t)."
     )
 
 

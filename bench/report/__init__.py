@@ -83,6 +83,7 @@ class Report:
             print(f"bench report: plots need matplotlib ({e}); install it with "
                   "pip install 'bench[report]'", file=err)
             return EXIT_USAGE
+        from bench.report.comparison import comparison_summary, comparison_table, comparisons
         from bench.report.html import render_html
         from bench.report.markdown import render_markdown
         from bench.report.tables import (
@@ -103,12 +104,15 @@ class Report:
                 for old in folder.glob(pattern):
                     old.unlink()
             figures = plots.draw_all(data, folder)
+            headline = next((p for p in figures if p.kind == "headline"), None)
             title, generated = _title(data), _generated()
-            summary = summary_lines(data)
+            rcs = comparisons(data)
+            summary = comparison_summary(rcs) + summary_lines(data)
             cells, runs_t, details = cell_table(data), runs_table(data), detail_tables(data)
             sections = extra_sections(data)
-            doc = Document(data, figures, summary, cells, runs_t, details, title, generated,
-                           sections)
+            doc = Document(data, [p for p in figures if p is not headline], summary, cells,
+                           runs_t, details, title, generated, sections,
+                           [comparison_table(rc) for rc in rcs], headline)
             (folder / "report.md").write_text(render_markdown(doc), encoding="utf-8")
             (folder / "report.html").write_text(render_html(doc, folder), encoding="utf-8")
         except OSError as e:

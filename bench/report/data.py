@@ -18,7 +18,7 @@ from bench import columns
 from bench.columns import Column, cell_label
 from bench.results import ResultsError, Run, is_run_folder, load_run
 from bench.stats import Summary, mean_ci
-from bench.validity import check_run
+from bench.validity import Flag, cell_flags, check_run, run_flags
 
 if TYPE_CHECKING:
     from bench.report.ladder import Ladder
@@ -97,6 +97,10 @@ class RunInfo:
         return str(cfg.get("description") or "")
 
     @property
+    def flags(self) -> list[Flag]:
+        return run_flags(self.manifest)
+
+    @property
     def energy_methods(self) -> set[str]:
         return {str(r["energy_method"]) for r in self.run.trials if r.get("energy_method")}
 
@@ -121,6 +125,17 @@ class CellSummary:
     values: dict[str, list[float]] = field(default_factory=dict)  # scaled samples
     energy_method: str = ""  # "counter", "sampled", "estimate", "mixed" or "" (none)
     pareto: bool = False
+    # What the run recorded about this cell's conditions (bench.validity): its own (noisy,
+    # throttled) and its run's (background load, battery).
+    flags: list[Flag] = field(default_factory=list)
+
+    @property
+    def noisy(self) -> bool:
+        return any(f.kind == "noisy" for f in self.flags)
+
+    @property
+    def flag_text(self) -> str:
+        return ", ".join(dict.fromkeys(f.short for f in self.flags))
 
     @property
     def ok(self) -> bool:
@@ -297,9 +312,37 @@ def run_cells(info: RunInfo) -> list[CellSummary]:
                 cell.error = str(row["error"])
         elif not row.get("warmup"):
             cell.samples.append(row)
+    entries = {str(e.get("cell_id")): e for e in run.manifest.get("cells") or []}
+    whole = run_flags(run.manifest)
     for cell in cells.values():
         _summaries(cell)
+        if cell.ok:
+            cell.flags = cell_flags(entries.get(cell.cell_id), cell.samples) + whole
     return list(cells.values())
+
+
+def ranked(
+    cells: Sequence[CellSummary], metric: Metric
+) -> tuple[CellSummary | None, list[CellSummary]]:
+    """(the best cell by mean, every cell tied with it). Tied = its 95% interval overlaps the
+    best's: a winner is only crowned when nothing overlaps it."""
+    have = [c for c in cells if metric.name in c.stats]
+    if not have:
+        return None, []
+    pick = max if metric.higher_is_better else min
+    best = pick(have, key=lambda c: c.stats[metric.name].mean)
+    tied = [c for c in have if c is not best
+            and c.stats[metric.name].overlaps(best.stats[metric.name])]
+    return best, tied
+
+
+def best_per_model(cells: Sequence[CellSummary], metric: Metric) -> list[CellSummary]:
+    """Each model's best cell for `metric`, in first-seen model order."""
+    models: dict[Any, list[CellSummary]] = {}
+    for c in cells:
+        if metric.name in c.stats:
+            models.setdefault(c.params.get("model"), []).append(c)
+    return [b for b in (ranked(cs, metric)[0] for cs in models.values()) if b is not None]
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:

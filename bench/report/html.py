@@ -10,6 +10,7 @@ import base64
 import html
 from pathlib import Path
 
+from bench.columns import CI_NOTE
 from bench.report.plots import Plot
 from bench.report.tables import SUB, Document, Table
 
@@ -161,13 +162,20 @@ def render_html(doc: Document, folder: Path) -> str:
             f"CELL{'S' if len(data.failed_cells) > 1 else ''}.</strong> They are listed with "
             "their errors in the per-cell table and left out of the plots.</div>"
         )
-    toc = [("summary", "Summary"), ("cells", "Per-cell results"),
+    toc = [("summary", "Summary"), *([("comparison", "Comparison")] if doc.comparisons else []),
+           ("cells", "Per-cell results"),
            *((sec.anchor, sec.title) for sec in sections), ("figures", "Figures"),
            ("machine", "Machine and software")]
     parts.append('<nav class="toc">' + "".join(f'<a href="#{a}">{esc(t)}</a>' for a, t in toc)
                  + "</nav>")
     parts.append('<h2 id="summary">Summary</h2>' + render_summary(summary))
+    parts.append(f'<p class="note">{esc(CI_NOTE)}; TTFT in ms everywhere.</p>')
+    if doc.headline is not None:
+        parts.append(render_figure(doc.headline, folder))
     parts.append(render_table(runs, "runs"))
+    if doc.comparisons:
+        parts.append('<h2 id="comparison">Comparison</h2>')
+        parts += [render_table(t) for t in doc.comparisons]
     parts.append('<h2 id="cells">Per-cell results</h2>')
     parts.append(render_table(cells, heading=False))
     placed = {sec.plot_kind for sec in sections}

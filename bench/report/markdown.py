@@ -6,7 +6,7 @@ description would be a link or an image pointing anywhere.
 """
 from __future__ import annotations
 
-from bench.columns import md_text
+from bench.columns import CI_NOTE, md_text
 from bench.report.plots import Plot
 from bench.report.tables import SUB, Document, Table
 
@@ -59,7 +59,13 @@ def render_markdown(doc: Document) -> str:
     out += ["## Summary", ""]
     out += [f"  - {md(s.removeprefix(SUB))}" if s.startswith(SUB) else f"- {md(s)}"
             for s in summary] + [""]
-    out += [render_table(runs), "## Per-cell results", "", render_table(cells, heading=False)]
+    out += [md(f"{CI_NOTE}; TTFT in ms everywhere."), ""]
+    if doc.headline is not None:
+        out += render_figure(doc.headline)
+    out += [render_table(runs)]
+    if doc.comparisons:
+        out += ["## Comparison", ""] + [render_table(t) for t in doc.comparisons]
+    out += ["## Per-cell results", "", render_table(cells, heading=False)]
     placed = {sec.plot_kind for sec in sections}
     for sec in sections:
         out += [f"## {md(sec.title)}", ""]

@@ -18,10 +18,12 @@ from typing import Any
 import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.transforms import Bbox
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
 
+from bench.columns import format_number
 from bench.report.data import (
     CHARS_PER_S,
     DECODE,
@@ -35,7 +37,9 @@ from bench.report.data import (
     Metric,
     ReportData,
     _hashable,
+    best_per_model,
     pareto_front,
+    ranked,
 )
 from bench.report.ladder import Ladder
 
@@ -67,7 +71,7 @@ class Plot:
     file: str  # PNG file name inside the report folder
     title: str
     caption: str
-    kind: str  # "metric", "pareto", "power", "sweep"
+    kind: str  # "headline", "metric", "pareto", "power", "sweep", "language", "quant"
 
 
 # --------------------------------------------------------------------------------------------
@@ -193,8 +197,9 @@ def plot_metric(data: ReportData, metric: Metric, folder: Path) -> Plot | None:
             s = c.stats[metric.name]
             err = s.half_width if math.isfinite(s.half_width) else None
             hatch = "///" if metric.energy and c.estimated else None
-            ax.barh(yy, s.mean, height=0.7, color=colours[_colour_of(c, ckey)], alpha=0.85,
-                    hatch=hatch, edgecolor="white" if hatch else None, linewidth=0)
+            ax.barh(yy, s.mean, height=0.7, color=colours[_colour_of(c, ckey)],
+                    alpha=0.4 if c.noisy else 0.85, hatch=hatch,
+                    edgecolor="white" if hatch else None, linewidth=0)
             if err is not None:
                 ax.errorbar(s.mean, yy, xerr=err, fmt="none", ecolor="black", elinewidth=1.2,
                             capsize=4)
@@ -202,7 +207,11 @@ def plot_metric(data: ReportData, metric: Metric, folder: Path) -> Plot | None:
             ax.plot(vals, [yy] * len(vals), "o", ms=3, mfc="white", mec="black", mew=0.7,
                     zorder=3)
             xmax = max(xmax, s.mean + (err or 0.0), *vals)
-        ax.set_yticks(pos, [_wrap(data.label(c, label_keys)) for c in group])
+        ax.set_yticks(pos, [_wrap(data.label(c, label_keys) + (" (noisy)" if c.noisy else ""))
+                            for c in group])
+        for tick, c in zip(ax.get_yticklabels(), group, strict=True):
+            if c.flags:
+                tick.set_color("#b35900")  # flagged cells stand out in every plot
         ax.invert_yaxis()
         ax.grid(axis="x", alpha=0.35)
         ax.set_axisbelow(True)
@@ -217,6 +226,9 @@ def plot_metric(data: ReportData, metric: Metric, folder: Path) -> Plot | None:
     if estimated:
         handles.append(Patch(facecolor="#999999", hatch="///", edgecolor="white",
                              label="estimated energy"))
+    if any(c.noisy for c in cells):
+        handles.append(Patch(facecolor="#999999", alpha=0.4, label="noisy cell (faded, label "
+                             "says so): decode t/s varied beyond the CV limit"))
     _legend(fig, handles, ncols=1 if data.multi_run else None)
     name = f"metric_{metric.slug}.png"
     _save(fig, folder, name)
@@ -231,6 +243,67 @@ def plot_metric(data: ReportData, metric: Metric, folder: Path) -> Plot | None:
 
 def _gaps(group: Sequence[CellSummary]) -> int:
     return max(0, len({c.params.get("model") for c in group}) - 1)
+
+
+# --------------------------------------------------------------------------------------------
+# The headline: best decode t/s and best J/token per model, ties said as ties
+
+
+def plot_headline(data: ReportData, folder: Path) -> Plot | None:
+    panels = [m for m in (DECODE, J_PER_TOKEN) if best_per_model(data.ok_cells, m)]
+    if not panels:
+        return None
+    models = best_per_model(data.ok_cells, panels[0])
+    fig = _figure((WIDTH_IN, 0.8 + len(panels) * (1.1 + 0.5 * len(models))))
+    axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
+    verdicts = []
+    for ax, metric in zip(axes, panels, strict=True):
+        bests = best_per_model(data.ok_cells, metric)
+        top, tied = ranked(bests, metric)
+        ys = list(range(len(bests)))
+        for y, c in zip(ys, bests, strict=True):
+            st = c.stats[metric.name]
+            win = c is top or c in tied
+            colour = PALETTE[0] if win else "#9aa5b1"
+            hatch = "///" if metric.energy and c.estimated else None
+            ax.barh(y, st.mean, height=0.6, color=colour, alpha=0.4 if c.noisy else 0.9,
+                    hatch=hatch, edgecolor="white" if hatch else None, linewidth=0)
+            if math.isfinite(st.half_width):
+                ax.errorbar(st.mean, y, xerr=st.half_width, fmt="none", ecolor="black",
+                            elinewidth=1.2, capsize=4)
+            tag = ("best" if not tied else "tied") if win else ""
+            end = st.mean + (st.half_width if math.isfinite(st.half_width) else 0.0)
+            ax.annotate(f"{_fmt(st.mean)} {tag}".strip(), (end, y), xytext=(8, 0),
+                        textcoords="offset points", va="center", fontsize=9,
+                        fontweight="bold" if win else "normal")
+        ax.set_yticks(ys, [_wrap(point_label(data, c), 34) for c in bests])
+        ax.invert_yaxis()
+        reach = max(c.stats[metric.name].mean + (c.stats[metric.name].half_width
+                    if math.isfinite(c.stats[metric.name].half_width) else 0) for c in bests)
+        ax.set_xlim(0, reach * 1.3 or 1.0)
+        better = "higher" if metric.higher_is_better else "lower"
+        unit = metric.display_unit + (", estimated" if metric.energy and any(
+            c.estimated for c in bests) else "")
+        ax.set_xlabel(f"{metric.words} ({unit}) — {better} is better")
+        ax.grid(axis="x", alpha=0.35)
+        ax.set_axisbelow(True)
+        if top is not None:
+            verdicts.append(f"{metric.words}: " + (
+                f"{point_label(data, top)}" if not tied else
+                "tied: " + ", ".join(point_label(data, c) for c in [top, *tied])))
+    fig.suptitle("Best decode speed and best decode energy per model (mean, whisker = 95% CI)")
+    name = "headline.png"
+    _save(fig, folder, name)
+    caption = (
+        "For each model, its best cell: the highest mean decode t/s (top) and the lowest mean "
+        "decode J/token (bottom), with 95% confidence intervals. The winner is marked best only "
+        "when no other model's interval overlaps its own; otherwise every overlapping model is "
+        "marked tied. " + "; ".join(verdicts) + "."
+    )
+    return Plot(name, "Headline: best speed and energy per model", caption, "headline")
+
+
+_fmt = format_number
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,7 +335,6 @@ def plot_pareto(data: ReportData, folder: Path) -> Plot | None:
         fy = [c.stats[DECODE.name].mean for c in front]
         ax.step(fx, fy, where="post", color="black", lw=1.2, ls="--", zorder=2)
         ax.plot(fx, fy, "o", ms=15, mfc="none", mec="black", mew=1.2, zorder=4)
-    _annotate(ax, data, cells)
     unit = "J/token" + (", estimated" if estimated else "")
     ax.set_xlabel(f"decode energy per token ({unit}) — lower is better")
     ax.set_ylabel("decode speed (tokens/s) — higher is better")
@@ -286,6 +358,7 @@ def plot_pareto(data: ReportData, folder: Path) -> Plot | None:
         handles.append(Line2D([], [], marker="o", ls="", mfc="white", mec="#555555",
                               label="hollow: estimated energy"))
     _legend(fig, handles, ncols=2)
+    _annotate(ax, data, cells)  # last: label boxes are measured in the final layout
     name = "speed_vs_energy.png"
     _save(fig, folder, name)
     caption = (
@@ -299,22 +372,69 @@ def plot_pareto(data: ReportData, folder: Path) -> Plot | None:
     return Plot(name, "Speed against energy", caption, "pareto")
 
 
+def point_label(data: ReportData, cell: CellSummary) -> str:
+    """Model and quant, then whatever else varies (threads, prompt): what a reader recognises,
+    not a cell id. Several runs: the run tag first."""
+    keys = ["model", "quant", *(k for k in data.varying() if k not in ("model", "quant"))]
+    text = data.label(cell, keys)
+    return text + (" (noisy)" if cell.noisy else "")
+
+
+# Offsets (points) tried in turn around a point until its label overlaps nothing placed.
+_OFFSETS = [(8, 6), (8, -14), (-8, 6), (-8, -14), (8, 18), (-8, 18), (8, -26), (-8, -26),
+            (24, 0), (-24, 0), (8, 30), (-8, -38)]
+
+
 def _annotate(ax: Any, data: ReportData, cells: Sequence[CellSummary]) -> None:
-    # Cell ids are short enough not to crowd the points; the tables map them to settings.
-    placed: list[tuple[float, float]] = []
-    xs = [c.stats[J_PER_TOKEN.name].mean for c in cells]
-    ys = [c.stats[DECODE.name].mean for c in cells]
-    span_x = (max(xs) - min(xs)) or max(xs) or 1.0
-    span_y = (max(ys) - min(ys)) or max(ys) or 1.0
-    for c, x, y in zip(cells, xs, ys, strict=True):
-        text = f"{c.run.tag}:{c.cell_id}" if data.multi_run else c.cell_id
-        # Points close to an earlier label put theirs below instead of above.
-        near = any(abs(x - px) / span_x < 0.06 and abs(y - py) / span_y < 0.06
-                   for px, py in placed)
-        offset = (7, -13) if near else (7, 6)
-        ax.annotate(text, (x, y), xytext=offset, textcoords="offset points", fontsize=8.5,
-                    color="#333333")
-        placed.append((x, y))
+    """Label each point; a label that would overlap one already placed (or a point) moves to
+    the next free spot around its point, with a thin leader line when it moved far."""
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    fig.draw_without_rendering()  # final layout, so label boxes are where they will be drawn
+    frame = ax.get_window_extent(renderer)
+    # Points are obstacles too: a label never covers another cell's marker.
+    taken: list[Any] = []
+    for c in cells:
+        px, py = ax.transData.transform((c.stats[J_PER_TOKEN.name].mean,
+                                         c.stats[DECODE.name].mean))
+        taken.append(Bbox.from_bounds(px - 5, py - 5, 10, 10))
+    order = sorted(cells, key=lambda c: -c.stats[DECODE.name].mean)
+    for c in order:
+        x, y = c.stats[J_PER_TOKEN.name].mean, c.stats[DECODE.name].mean
+        text = _wrap(point_label(data, c), 30)
+        chosen = None
+        for dx, dy in _OFFSETS:
+            ann = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points",
+                              fontsize=8.5, color="#333333", ha="left" if dx >= 0 else "right",
+                              va="bottom" if dy >= 0 else "top", zorder=6)
+            ann.set_in_layout(False)  # labels must not move the axes they were placed in
+            box = ann.get_window_extent(renderer).expanded(1.04, 1.1)
+            inside = (frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0
+                      and box.y1 <= frame.y1)
+            if inside and not any(box.overlaps(t) for t in taken):
+                chosen = ann
+                break
+            ann.remove()
+        if chosen is None:  # crowded: further out, with a leader line back to the point
+            for dx, dy in [(a * 3, b * 3) for a, b in _OFFSETS]:
+                chosen = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points",
+                                     fontsize=8.5, color="#333333", zorder=6,
+                                     ha="left" if dx >= 0 else "right",
+                                     va="bottom" if dy >= 0 else "top",
+                                     arrowprops={"arrowstyle": "-", "color": "#999999",
+                                                 "lw": 0.6})
+                chosen.set_in_layout(False)
+                box = chosen.get_window_extent(renderer)
+                if frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1) and \
+                        not any(box.overlaps(t) for t in taken):
+                    break
+                chosen.remove()
+                chosen = None
+        if chosen is None:  # nowhere free: labelled all the same, beside its point
+            chosen = ax.annotate(text, (x, y), xytext=_OFFSETS[0], textcoords="offset points",
+                                 fontsize=8.5, color="#333333", zorder=6)
+            chosen.set_in_layout(False)
+        taken.append(chosen.get_window_extent(renderer))
 
 
 # --------------------------------------------------------------------------------------------
@@ -358,17 +478,19 @@ def plot_power(data: ReportData, folder: Path) -> list[Plot]:
             if r["domain"] not in domains:
                 domains.append(str(r["domain"]))
     dcolours = {d: PALETTE[i % len(PALETTE)] for i, d in enumerate(domains)}
+    # One y scale for every timeline (and every figure of them), so heights compare.
+    top = max(float(r["watts"]) for _, _, rows in timelines for r in rows) * 1.08 or 1.0
     plots = []
     chunks = [timelines[i:i + POWER_PER_FIGURE]
               for i in range(0, len(timelines), POWER_PER_FIGURE)]
     for n, chunk in enumerate(chunks, start=1):
-        plots.append(_power_figure(data, chunk, dcolours, folder, n, len(chunks)))
+        plots.append(_power_figure(data, chunk, dcolours, folder, n, len(chunks), top))
     return plots
 
 
 def _power_figure(
     data: ReportData, chunk: list[tuple[CellSummary, int, list[dict[str, Any]]]],
-    dcolours: dict[str, Any], folder: Path, n: int, total: int,
+    dcolours: dict[str, Any], folder: Path, n: int, total: int, top: float,
 ) -> Plot:
     ncols = 1 if len(chunk) == 1 else 2
     nrows = math.ceil(len(chunk) / ncols)
@@ -399,14 +521,12 @@ def _power_figure(
                 estimated_domains.add(dom)
             if dom not in used:
                 used.append(dom)
-        tag = f"{cell.run.tag} " if data.multi_run else ""
-        ax.set_title(_wrap(f"{tag}{cell.cell_id}: {data.label(cell).removeprefix(tag)} "
-                           f"(trial {trial})", 60), loc="left")
+        ax.set_title(_wrap(f"{point_label(data, cell)} (trial {trial})", 60), loc="left")
         ax.set_xlabel("time since trial start (s)")
         ax.set_ylabel("power (W)" + (", estimated" if estimated_domains & set(by_domain)
                                      else ""))
         ax.set_xlim(left=0)
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(0, top)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(chunk):]:
         ax.set_visible(False)
@@ -427,7 +547,7 @@ def _power_figure(
     caption = (
         "Power per energy domain over one representative trial of each cell (the trial with "
         "the median decode t/s), from power.parquet; the shading marks prefill (start to first "
-        "token) and decode (first to last token)."
+        "token) and decode (first to last token). Every panel shares one power scale."
     )
     if apart:
         caption += (" Dashed domains lie inside or around the summed ones (RAPL core inside "
@@ -850,6 +970,9 @@ def draw_all(data: ReportData, folder: Path) -> list[Plot]:
 
 def _draw_all(data: ReportData, folder: Path) -> list[Plot]:
     plots: list[Plot] = []
+    p = plot_headline(data, folder)
+    if p:
+        plots.append(p)
     for metric in METRICS:
         p = plot_metric(data, metric, folder)
         if p:
@@ -877,5 +1000,5 @@ def _draw_all(data: ReportData, folder: Path) -> list[Plot]:
     return plots
 
 
-PLOT_GLOBS = ("metric_*.png", "speed_vs_energy.png", "sweep_*.png", "power_*.png", "lang_*.png",
+PLOT_GLOBS = ("headline.png", "metric_*.png", "speed_vs_energy.png", "sweep_*.png", "power_*.png", "lang_*.png",
               "quant_*.png")

@@ -23,6 +23,7 @@ from bench.report.data import (
     ReportData,
     fmt_ci,
     fmt_num,
+    ranked,
 )
 
 if TYPE_CHECKING:
@@ -87,11 +88,12 @@ def cell_table(data: ReportData) -> Table:
     shared = _settings(data.cells[0].params, [k for k in setting_keys if k not in varying]) \
         if data.cells else ""
     langs = any(c.lang for c in data.cells)
+    any_flags = any(c.flags for c in data.cells)
     cols = (["run"] if data.multi_run else []) + [
         "cell", "model", "quant", "backend", *(["settings"] if varying else []), "workload",
         *(["language"] if langs else []), "n",
         "prefill t/s", "decode t/s", "TTFT ms", "J/token" + (" (ESTIMATED)" if estimated else ""),
-        "status",
+        "status", *(["flags"] if any_flags else []),
     ]
     first_num = cols.index("n")
     rows, flagged, details = [], set(), {}
@@ -109,12 +111,17 @@ def cell_table(data: ReportData) -> Table:
             *([_settings(p, varying)] if varying else []), _workload(p),
             *([c.lang or ""] if langs else []), str(len(c.samples)),
             *(fmt_ci(c.stats.get(m.name)) for m in METRICS[:3]), jpt, status,
+            *([c.flag_text] if any_flags else []),
         ]
         rows.append(row)
-        if not c.ok:
+        if not c.ok or c.flags:
             flagged.add(i)
     note = ("Mean ± half width of the 95% confidence interval (Student's t) over non-warm-up "
             "trials; n = trials summarised. ★ = on the speed/energy Pareto front.")
+    if any_flags:
+        note += (" flags: what the run recorded about a cell's conditions (noisy = decode t/s "
+                 "varied beyond the CV limit; background load during the idle baseline; "
+                 "throttled; on battery): highlighted, read its numbers with care.")
     if shared:
         note += f" Settings shared by every cell: {shared}."
     if estimated:
@@ -145,6 +152,7 @@ def runs_table(data: ReportData) -> Table:
             "machine id": r.machine_id,
             "energy": energy,
             "cells": str(len(m.get("cells") or [])),
+            "validity": "; ".join(f.text for f in r.flags) or "no flags",
         })
     note = ""
     if data.mixed_machines:
@@ -152,8 +160,10 @@ def runs_table(data: ReportData) -> Table:
                 "rows differ): compare their numbers as machines, not as changes.")
     t = _by_run("Runs", data, values, note)
     # Run ids and times always differ; only what makes runs incomparable is highlighted.
-    keep = {"machine", "machine id", "energy", "config"}
+    keep = {"machine", "machine id", "energy", "config", "validity"}
     t.flagged = {i for i in t.flagged if t.rows[i][0] in keep}
+    t.flagged |= {i for i, row in enumerate(t.rows)
+                  if row[0] == "validity" and any(v != "no flags" for v in row[1:])}
     return t
 
 
@@ -282,12 +292,23 @@ def detail_tables(data: ReportData) -> list[Table]:
     return [machine_table(data), software_table(data), models_table(data), meters_table(data)]
 
 
-def _best(data: ReportData, metric: Metric) -> CellSummary | None:
-    cells = [c for c in data.ok_cells if metric.name in c.stats]
-    if not cells:
+def _best(data: ReportData, metric: Metric) -> tuple[CellSummary | None, list[CellSummary]]:
+    return ranked(data.ok_cells, metric)
+
+
+def _winner(data: ReportData, metric: Metric, word: str, unit: str) -> str | None:
+    """"Fastest decode: 72.9 ± 4.6 tokens/s, c003 (t=4)." or, when intervals overlap,
+    "Fastest decode: tied between c003 (t=4) 72.9 ± 4.6 and c002 (t=2) 70.1 ± 3.0 tokens/s"."""
+    best, tied = _best(data, metric)
+    if best is None:
         return None
-    pick = max if metric.higher_is_better else min
-    return pick(cells, key=lambda c: c.stats[metric.name].mean)
+    if not tied:
+        return f"{word}: {fmt_ci(best.stats[metric.name])} {unit}, {_name(data, best)}."
+    shown = [best, *tied[:3]]
+    more = f" and {len(tied) - 3} more" if len(tied) > 3 else ""
+    return (f"{word}: tied (95% intervals overlap) between "
+            + ", ".join(f"{_name(data, c)} {fmt_ci(c.stats[metric.name])}" for c in shown)
+            + f"{more} {unit}.")
 
 
 def _name(data: ReportData, c: CellSummary) -> str:
@@ -309,15 +330,15 @@ def summary_lines(data: ReportData) -> list[str]:
                                  for rs in data.machines.values()) + ".")
     for metric, word in ((DECODE, "Fastest decode"), (PREFILL, "Fastest prefill"),
                          (TTFT, "Shortest time to first token")):
-        c = _best(data, metric)
-        if c:
-            lines.append(f"{word}: {fmt_ci(c.stats[metric.name])} {metric.display_unit}, "
-                         f"{_name(data, c)}.")
-    c = _best(data, J_PER_TOKEN)
+        line = _winner(data, metric, word, metric.display_unit)
+        if line:
+            lines.append(line)
+    c, _ = _best(data, J_PER_TOKEN)
     if c:
         est = " (ESTIMATED)" if c.estimated else ""
-        lines.append(f"Least decode energy: {fmt_ci(c.stats[J_PER_TOKEN.name])} J/token{est}, "
-                     f"{_name(data, c)}.")
+        line = _winner(data, J_PER_TOKEN, "Least decode energy", f"J/token{est}")
+        if line:
+            lines.append(line)
         front = sorted((x for x in data.ok_cells if x.pareto),
                        key=lambda x: x.stats[J_PER_TOKEN.name].mean)
         if front:
@@ -365,6 +386,8 @@ class Document:
     title: str
     generated: str
     sections: Sequence[Section] = ()
+    comparisons: Sequence[Table] = ()  # one per candidate run whose cells match R1's
+    headline: Plot | None = None  # the figure on top
 
 
 def _size(v: float | None) -> str:
