@@ -55,8 +55,10 @@ figure { margin: 20px 0 28px; }
 figure img { display: block; width: 100%; max-width: 1100px; height: auto;
              border: 1px solid var(--line); border-radius: 4px; }
 figcaption { color: var(--muted); font-size: 13.5px; margin-top: 6px; max-width: 1100px; }
-nav.toc { font-size: 14px; margin: 8px 0 0; }
-nav.toc a { margin-right: 14px; white-space: nowrap; }
+nav.toc { font-size: 14px; margin: 8px 0 0; display: flex; flex-wrap: wrap; gap: 4px 14px; }
+nav.toc a { white-space: nowrap; }
+/* A phone: the page never scrolls sideways; wide tables scroll inside their own box. */
+@media (max-width: 600px) { main { padding: 14px 12px 32px; } h1 { font-size: 1.3rem; } }
 footer { color: var(--muted); font-size: 12.5px; margin-top: 40px; }
 code { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 90%; }
 """
