@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from bench.columns import cell_label
 from bench.report.data import (
     CHARS_PER_S,
     DECODE,
@@ -47,26 +48,19 @@ class Table:
 
 SUB = "\t"  # a summary line that starts with it is a sub-item of the line before
 
-_SETTING_LABELS = (("n_threads", "t"), ("n_gpu_layers", "ngl"), ("n_ctx", "ctx"),
-                   ("n_batch", "b"), ("n_ubatch", "ub"))
+# The engine settings shown in the settings column (labels from bench.columns.cell_label).
+_SETTING_KEYS = ["n_threads", "n_gpu_layers", "n_ctx", "n_batch", "n_ubatch", "flash_attn"]
+_WORKLOAD_KEYS = ["prompt_tokens", "prompt_id", "gen_tokens"]
 
 
 def _settings(p: dict[str, Any], keys: list[str] | None = None) -> str:
-    bits = [f"{label}={p[k]}" for k, label in _SETTING_LABELS
-            if p.get(k) is not None and (keys is None or k in keys)]
-    if p.get("flash_attn") and (keys is None or "flash_attn" in keys):
-        bits.append("fa")
-    return " ".join(bits)
+    text = cell_label(p, _SETTING_KEYS if keys is None else keys)
+    return "" if text == "?" else text
 
 
 def _workload(p: dict[str, Any]) -> str:
-    if p.get("prompt_tokens") is not None:
-        w = f"pp{p['prompt_tokens']}"
-    else:
-        w = str(p.get("prompt_id") or "")
-    if p.get("gen_tokens") is not None:
-        w += f" tg{p['gen_tokens']}"
-    return w.strip()
+    text = cell_label(p, _WORKLOAD_KEYS)
+    return "" if text == "?" else text
 
 
 def _status(c: CellSummary) -> tuple[str, str]:
@@ -82,7 +76,7 @@ def _status(c: CellSummary) -> tuple[str, str]:
 def cell_table(data: ReportData) -> Table:
     estimated = data.estimated
     # Engine settings every cell shares go into the note, so the table stays narrow.
-    setting_keys = [k for k, _ in _SETTING_LABELS] + ["flash_attn"]
+    setting_keys = _SETTING_KEYS
     varying = [k for k in setting_keys
                if len({repr(c.params.get(k)) for c in data.cells}) > 1]
     shared = _settings(data.cells[0].params, [k for k in setting_keys if k not in varying]) \
