@@ -167,3 +167,22 @@ def test_a_damaged_run_folder_is_one_sentence_and_exit_2(run, tmp_path, capsys, 
     assert err.count("\n") == 1 and "Traceback" not in err
     assert ("energy.parquet" if how == "truncated energy" else "cells[0]") in err
     assert not (tmp_path / "b.json").exists()
+
+
+def test_a_cell_that_failed_part_way_is_neither_exported_nor_summarised(run, tmp_path):
+    import json as _json
+    import shutil
+
+    from bench.report.data import load_runs, summarise
+
+    part = tmp_path / "part"
+    shutil.copytree(run, part)
+    m = _json.loads((part / "manifest.json").read_text())
+    m["cells"][0].update(status="error", error="worker killed after 3 trials (simulated)")
+    (part / "manifest.json").write_text(_json.dumps(m))
+    assert Export().run([part], "bencher", tmp_path / "b.json") == 0
+    doc = json.loads((tmp_path / "b.json").read_text())
+    first = cell_label(load_run(part).trials[0])
+    assert first not in doc and len(doc) == len(CELLS) - 1
+    cell = summarise(load_runs([part])).cells[0]
+    assert cell.samples and not cell.ok and cell.stats == {}  # kept, marked, not a result

@@ -47,6 +47,10 @@ LANG_METRICS: tuple[Metric, ...] = (CHARS_PER_S, WORDS_PER_S, J_PER_KCHAR, TOKEN
                                     TOKENS_PER_WORD, DECODE, J_PER_TOKEN)
 
 
+# Manifest cell statuses whose trials are not a result ("pending": the run stopped inside it).
+FAILED_STATUSES = frozenset({"error", "failed", "pending", "interrupted", "timeout"})
+
+
 class ReportError(Exception):
     """A run folder that cannot be reported; the message is one sentence for the user."""
 
@@ -139,7 +143,9 @@ class CellSummary:
 
     @property
     def ok(self) -> bool:
-        return bool(self.samples)
+        """Has successful trials and its run did not mark it failed: the trials of a cell that
+        failed part-way (or was cut off) stay in the tables as that cell's, never as a result."""
+        return bool(self.samples) and self.status not in FAILED_STATUSES
 
     @property
     def estimated(self) -> bool:
@@ -315,9 +321,10 @@ def run_cells(info: RunInfo) -> list[CellSummary]:
     entries = {str(e.get("cell_id")): e for e in run.manifest.get("cells") or []}
     whole = run_flags(run.manifest)
     for cell in cells.values():
+        if not cell.ok:
+            continue  # a failed cell's numbers are never summarised
         _summaries(cell)
-        if cell.ok:
-            cell.flags = cell_flags(entries.get(cell.cell_id), cell.samples) + whole
+        cell.flags = cell_flags(entries.get(cell.cell_id), cell.samples) + whole
     return list(cells.values())
 
 

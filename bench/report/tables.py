@@ -67,6 +67,8 @@ def _status(c: CellSummary) -> tuple[str, str]:
     """(short status, the error to show with it or "")."""
     if not c.ok:
         err = c.error or ("no successful trials" if c.status == "ok" else f"status {c.status}")
+        if c.samples:  # failed part-way: its measured trials are kept, and said to be partial
+            err += f" ({len(c.samples)} trial(s) measured before it failed, not summarised)"
         return "FAILED", err
     if c.failed_trials:
         return f"ok, {c.failed_trials} trial(s) failed", c.error or "error"
