@@ -69,6 +69,7 @@ class ExportCell:
     runs: list[str] = field(default_factory=list)
     samples: list[dict[str, Any]] = field(default_factory=list)
     machine: str = ""
+    flags: list[str] = field(default_factory=list)  # validity flags of the pooled cells
 
     def summary(self, metric: Metric) -> Summary | None:
         vals = [float(r[metric.name]) * metric.scale for r in self.samples
@@ -96,6 +97,10 @@ def export_cells(cells: Sequence[CellSummary]) -> list[ExportCell]:
         if c.run.run_id not in e.runs:
             e.runs.append(c.run.run_id)
         e.samples.extend(c.samples)
+        for f in c.flags:
+            text = f"{f.text} (run {c.run.run_id})"
+            if text not in e.flags:
+                e.flags.append(text)
     names = unique_labels({k: e.name for k, e in pooled.items()})
     for key, e in pooled.items():
         e.name = names[key]
@@ -137,6 +142,8 @@ def github_entries(cells: Sequence[ExportCell]) -> tuple[list[dict], list[dict]]
                 extra += f"; energy method: {cell.energy_method}"
                 if cell.energy_method == "estimate":
                     extra += " (ESTIMATED from CPU time, not measured)"
+            if cell.flags:  # read these numbers with care: the run says why
+                extra += "; UNRELIABLE: measured " + "; ".join(cell.flags)
             entry["extra"] = extra
             (bigger if metric.higher_is_better else smaller).append(entry)
     return bigger, smaller

@@ -186,3 +186,21 @@ def test_a_cell_that_failed_part_way_is_neither_exported_nor_summarised(run, tmp
     assert first not in doc and len(doc) == len(CELLS) - 1
     cell = summarise(load_runs([part])).cells[0]
     assert cell.samples and not cell.ok and cell.stats == {}  # kept, marked, not a result
+
+
+def test_a_flagged_run_says_so_in_every_entry(run, tmp_path):
+    import json as _json
+    import shutil
+
+    loaded = tmp_path / "loaded"
+    shutil.copytree(run, loaded)
+    m = _json.loads((loaded / "manifest.json").read_text())
+    m["guards"] = {"idle_cpu_load_pct": 60.0, "warnings": []}
+    (loaded / "manifest.json").write_text(_json.dumps(m))
+    assert Export().run([loaded], "github-action-benchmark", tmp_path / "gh") == 0
+    bigger = json.loads((tmp_path / "gh" / BIGGER_FILE).read_text())
+    assert all("UNRELIABLE: measured under background load (60% CPU" in e["extra"]
+               for e in bigger)
+    assert Export().run([run], "github-action-benchmark", tmp_path / "quiet") == 0
+    quiet = json.loads((tmp_path / "quiet" / BIGGER_FILE).read_text())
+    assert not any("UNRELIABLE" in e["extra"] for e in quiet)
