@@ -556,7 +556,8 @@ def _not_comparable(
 # Rendering
 
 
-def _side(mean: float | None, ci: float | None, n: int, metric: str) -> str:
+def side_text(mean: float | None, ci: float | None, n: int, metric: str) -> str:
+    """"100.33 ± 0.71 (n=6)" in the metric's display unit; MISSING without a mean."""
     if mean is None:
         return MISSING
     return f"{format_ci(mean, ci, metric)} (n={n})"
@@ -578,7 +579,7 @@ def _test(row: Row) -> str:
     return f"p={row.p_value:.2g}" if row.p_value is not None else MISSING
 
 
-def _mark(row: Row) -> str:
+def mark_text(row: Row) -> str:
     # An unreliable row still shows what it would have said: "?+" is "worse, but flagged".
     return f"?{row.unflagged_mark}" if row.mark == "?" and row.unflagged_mark else row.mark
 
@@ -615,9 +616,9 @@ def _cells_of(r: Row, comparison: Comparison) -> list[str]:
     note = r.reason if r.reason and r.reason != comparison.machine_reason else ""
     return [
         r.metric, columns.METRICS[r.metric].display_unit,
-        _side(r.baseline_mean, r.baseline_ci, r.baseline_n, r.metric),
-        _side(r.candidate_mean, r.candidate_ci, r.candidate_n, r.metric),
-        change_text(r), _test(r), _mark(r), note,
+        side_text(r.baseline_mean, r.baseline_ci, r.baseline_n, r.metric),
+        side_text(r.candidate_mean, r.candidate_ci, r.candidate_n, r.metric),
+        change_text(r), _test(r), mark_text(r), note,
     ]
 
 

@@ -9,8 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench import columns
-from bench.columns import CI_NOTE, MISSING, format_ci
-from bench.compare import Comparison, Gate, change_text, compare_runs, legend
+from bench.columns import CI_NOTE
+from bench.compare import (
+    Comparison,
+    Gate,
+    change_text,
+    compare_runs,
+    legend,
+    mark_text,
+    side_text,
+)
 from bench.report.data import ReportData, RunInfo
 from bench.report.tables import Table
 
@@ -38,12 +46,6 @@ def comparisons(data: ReportData, gate: Gate | None = None) -> list[RunCompariso
     return out
 
 
-def _side(mean: float | None, ci: float | None, n: int, metric: str) -> str:
-    if mean is None:
-        return MISSING
-    return f"{format_ci(mean, ci, metric)} (n={n})"
-
-
 def comparison_table(rc: RunComparison) -> Table:
     b, c = rc.baseline.tag, rc.candidate.tag
     cols = ["cell", "metric", f"{b} (baseline)", f"{c} (candidate)", "Δ% ± 95% CI", "mark",
@@ -53,13 +55,13 @@ def comparison_table(rc: RunComparison) -> Table:
     for i, r in enumerate(rc.result.rows):
         col = columns.METRICS[r.metric]
         flags = [f"{b}: {t}" for t in r.baseline_flags] + [f"{c}: {t}" for t in r.candidate_flags]
-        mark = f"?{r.unflagged_mark}" if r.mark == "?" and r.unflagged_mark else r.mark
+        mark = mark_text(r)
         rows.append([
             r.cell if r.cell_key not in first_of else "",
             f"{col.header}" + (f" ({col.display_unit})" if col.display_unit not in col.header
                                else ""),
-            _side(r.baseline_mean, r.baseline_ci, r.baseline_n, r.metric),
-            _side(r.candidate_mean, r.candidate_ci, r.candidate_n, r.metric),
+            side_text(r.baseline_mean, r.baseline_ci, r.baseline_n, r.metric),
+            side_text(r.candidate_mean, r.candidate_ci, r.candidate_n, r.metric),
             change_text(r), mark, MARK_WORDS[r.mark], "; ".join(flags),
         ])
         first_of.setdefault(r.cell_key, i)
