@@ -191,3 +191,26 @@ def test_the_html_report_renders_in_chromium_with_every_image_and_no_errors(
     widest = page.eval_on_selector_all("img", "els => Math.max(...els.map(e => e.clientWidth))")
     assert widest <= width
     page.close()
+
+
+LOADED_VM = Path(__file__).resolve().parent / "data" / "loaded_vm"
+
+
+def test_a_report_over_two_real_reruns_on_the_loaded_vm_calls_them_unreliable(browser, tmp_path):
+    """Two real runs of one config from this project's shared VM (tests/data/loaded_vm), both
+    measured under background load: the report compares them and calls it unreliable, never a
+    regression, and the page renders in Chromium."""
+    runs = sorted(p for p in LOADED_VM.iterdir() if p.is_dir())[:2]
+    _write(runs, tmp_path / "rep")
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "R2 against R1: UNRELIABLE: candidate measured under background load" in md
+    assert "REGRESSION" not in md
+    page = browser.new_page(viewport={"width": 390, "height": 800})
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto((tmp_path / "rep" / "report.html").as_uri())
+    assert page.evaluate(
+        "() => document.documentElement.scrollWidth - document.documentElement.clientWidth") <= 0
+    assert page.eval_on_selector_all("img", "els => els.every(e => e.complete && e.naturalWidth)")
+    assert errors == []
+    page.close()
