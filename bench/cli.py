@@ -79,6 +79,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         except ResultsError as e:
             return _fail(f"cannot resume: {e}")
     console = _console()
+    # The commit is read when the run starts, so a checkout changed meanwhile is not recorded.
+    store_git = _store_git(args)
     runner = Runner(loaded, cells, Path(args.out), progress=None, resume=resume)
     trials_per_cell = loaded.config.trials.warmup + loaded.config.trials.max_repeat
     console.print(
@@ -101,6 +103,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         for w in c["warnings"]:
             console.print(f"[yellow]warning:[/] cell {c['cell_id']}: {escape(w)}")
     console.print(f"results: {escape(str(outcome.folder))}")
+    if args.store and _store_run(args.store, outcome.folder, store_git) != EXIT_OK:
+        return EXIT_WRITE
     if outcome.interrupted:
         console.print(
             "[yellow]interrupted:[/] finished cells are saved in the folder above; resume with\n"
@@ -114,6 +118,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         return EXIT_CELLS_FAILED
     return EXIT_OK
+
+
+def _store_git(args: argparse.Namespace) -> Any:
+    if not getattr(args, "store", None):
+        return None
+    from bench.store import git_of_cwd
+
+    return git_of_cwd()
+
+
+def _store_run(store: str, folder: Path, git: Any) -> int:
+    from bench.store import add
+
+    return add([folder], store, git=git)
 
 
 class _progress:
@@ -360,6 +378,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     return Export().run(runs=args.runs, fmt=args.format, out=args.out)
 
 
+# -- store (bench/store.py) ------------------------------------------------------------------
+
+
+def cmd_store(args: argparse.Namespace) -> int:
+    from bench import store
+
+    if args.store_command == "add":
+        return store.add(args.runs, args.store, commit=args.commit, branch=args.branch)
+    return store.query(args.sql, args.store, args.format)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bench",
@@ -375,6 +404,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--resume", metavar="RUN_FOLDER",
         help="continue an interrupted run: keep its finished cells, run the rest",
+    )
+    r.add_argument(
+        "--store", metavar="PATH",
+        help="also add the run to this results store (a DuckDB file; see docs/store.md)",
     )
     r.set_defaults(func=cmd_run)
 
@@ -401,6 +434,20 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--format", required=True, choices=["github-action-benchmark", "bencher"])
     ex.add_argument("--out", required=True, help="output folder (or .json file for bencher)")
     ex.set_defaults(func=cmd_export)
+
+    st = sub.add_parser("store", help="the results store: add runs, query them with SQL")
+    st_sub = st.add_subparsers(dest="store_command", required=True)
+    sa = st_sub.add_parser("add", help="add run folders to the store (again: no change)")
+    sa.add_argument("runs", nargs="+", help="run folder(s), or a folder of runs")
+    sq = st_sub.add_parser("query", help="run SQL on the store and print the result")
+    sq.add_argument("sql", help='e.g. "SELECT run_id, git_commit FROM runs"')
+    sq.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    for sp in (sa, sq):
+        sp.add_argument("--store", default="results/bench.duckdb",
+                        help="the DuckDB file (default: results/bench.duckdb)")
+    sa.add_argument("--commit", help="the git commit the runs measured (default: from the run)")
+    sa.add_argument("--branch", help="the git branch, with --commit")
+    st.set_defaults(func=cmd_store)
     return p
 
 
