@@ -72,6 +72,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.results import load_run
     from bench.runner import Runner, resume_hint
 
+    if args.cluster:
+        return _run_on_cluster(args, loaded, cells, config_path)
     resume = Path(args.resume) if args.resume else None
     if resume is not None:
         try:
@@ -132,6 +134,40 @@ def _store_run(store: str, folder: Path, git: Any) -> int:
     from bench.store import add
 
     return add([folder], store, git=git)
+
+
+def _run_on_cluster(args: argparse.Namespace, loaded: Any, cells: list[Any], config: Path) -> int:
+    """`bench run --cluster`: the sweep on every machine's bench worker (bench/fleet.py)."""
+    from bench.fleet import FleetError, run_sweep, summary_line
+    from bench.results import ResultsError
+
+    console = _console()
+    store_git = _store_git(args)
+    try:
+        outcome = run_sweep(
+            loaded, cells, Path(args.out), args.cluster,
+            resume=Path(args.resume) if args.resume else None,
+            on_message=lambda msg: console.print(escape(msg)),
+        )
+    except FleetError as e:
+        return _fail(str(e))
+    except ResultsError as e:
+        return _fail(str(e), EXIT_WRITE)
+    print_summary(console, outcome.trials, outcome.manifest)
+    console.print(escape(summary_line(outcome)))
+    console.print(f"results: {escape(str(outcome.folder))}")
+    if args.store and _store_run(args.store, outcome.folder, store_git) != EXIT_OK:
+        return EXIT_WRITE
+    if outcome.interrupted:
+        return EXIT_INTERRUPTED
+    if outcome.cells_failed or outcome.cells_not_run:
+        console.print(
+            "some cells failed or were not run; after fixing the cause, run the rest with\n"
+            f"  python -m bench run {escape(str(config))} --cluster {escape(args.cluster)} "
+            f"--resume {escape(str(outcome.folder))}"
+        )
+        return EXIT_CELLS_FAILED
+    return EXIT_OK
 
 
 class _progress:
@@ -360,6 +396,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         metrics=args.metric or None,
         fmt=args.format,
         warn_only=args.warn_only,
+        last=args.last,
+        machine=args.machine,
     )
 
 
@@ -389,6 +427,26 @@ def cmd_store(args: argparse.Namespace) -> int:
     return store.query(args.sql, args.store, args.format)
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    from bench.fleet import serve_worker
+
+    return serve_worker(args.scheduler, args.name)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from bench.history import history
+
+    threshold = args.threshold.strip().rstrip("%")
+    try:
+        threshold_pct = float(threshold)
+    except ValueError:
+        return _fail(f"--threshold {args.threshold!r} is not a percentage such as 5%")
+    return history(
+        store=args.store, out=args.out, metrics=args.metric, by=args.by, machine=args.machine,
+        cell=args.cell, threshold_pct=threshold_pct, fail_recent=args.fail_recent,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bench",
@@ -406,6 +464,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue an interrupted run: keep its finished cells, run the rest",
     )
     r.add_argument(
+        "--cluster", metavar="ADDRESS",
+        help="run on every bench worker of this Dask scheduler (see docs/fleet.md)",
+    )
+    r.add_argument(
         "--store", metavar="PATH",
         help="also add the run to this results store (a DuckDB file; see docs/store.md)",
     )
@@ -416,12 +478,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_doctor)
 
     c = sub.add_parser("compare", help="compare two runs; exit 1 on a regression")
-    c.add_argument("baseline", nargs="+", help="baseline run folder(s), or a folder of runs")
+    c.add_argument("baseline", nargs="+", help="baseline run folder(s), or a folder of runs, "
+                   "or store:PATH for the last runs of each cell on this machine in a store")
     c.add_argument("candidate", help="candidate run folder")
     c.add_argument("--threshold", default="5%", help="smallest change that counts (default 5%%)")
     c.add_argument("--metric", action="append", help="metric to compare (repeatable)")
     c.add_argument("--format", choices=["table", "markdown", "json"], default="table")
     c.add_argument("--warn-only", action="store_true", help="report regressions but exit 0")
+    c.add_argument("--machine", help="compare this machine's results of fleet runs")
+    c.add_argument("--last", type=int, metavar="N",
+                   help="keep the newest N baseline runs (with store:PATH, per cell; default 5)")
     c.set_defaults(func=cmd_compare)
 
     rp = sub.add_parser("report", help="HTML + Markdown + PNG report of one or more runs")
@@ -448,6 +514,25 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--commit", help="the git commit the runs measured (default: from the run)")
     sa.add_argument("--branch", help="the git branch, with --commit")
     st.set_defaults(func=cmd_store)
+
+    hi = sub.add_parser("history", help="each metric over commits per machine, change points")
+    hi.add_argument("--store", default="results/bench.duckdb", help="the DuckDB file")
+    hi.add_argument("--out", default="reports/history", help="folder for PNGs and pages")
+    hi.add_argument("--metric", action="append", help="metric to plot (repeatable)")
+    hi.add_argument("--by", choices=["commit", "time"], default="commit",
+                    help="one point per commit (runs pooled) or per run")
+    hi.add_argument("--machine", help="only this machine (name or fingerprint)")
+    hi.add_argument("--cell", help="only the cell whose cell_key starts with this")
+    hi.add_argument("--threshold", default="5%", help="smallest regression that counts")
+    hi.add_argument("--fail-recent", type=int, metavar="N",
+                    help="exit 1 when a regression above the threshold began in the newest N "
+                    "points")
+    hi.set_defaults(func=cmd_history)
+
+    wk = sub.add_parser("worker", help="serve this machine to a fleet sweep (Dask worker)")
+    wk.add_argument("--scheduler", required=True, help="the Dask scheduler, tcp://HOST:PORT")
+    wk.add_argument("--name", help="this machine's name in results (default: host name)")
+    wk.set_defaults(func=cmd_worker)
     return p
 
 
