@@ -18,12 +18,10 @@ from support import REPO, smol_config
 
 from bench.cli import main
 from bench.config import load_config
-from bench.fleet import FleetRun, machine_view, workers_by_machine
+from bench.fleet import FleetError, FleetRun, machine_view, workers_by_machine
 from bench.results import load_run
 from bench.store import Store
 from bench.sweep import expand
-
-pytestmark = pytest.mark.slow
 
 START_S = 60.0  # a scheduler or worker that is not up by then is a failure, not a hang
 SWEEP_S = 300.0
@@ -106,10 +104,10 @@ def cluster(tmp_path) -> Iterator[Cluster]:
         c.stop()
 
 
-def sweep_config(tmp_path: Path, prompts: str) -> Path:
+def sweep_config(tmp_path: Path, prompts: str, trials: str = "{warmup: 0, repeat: 2}") -> Path:
     body = smol_config(
         "fleet", n_ctx="256", workload=f"{{prompt_tokens: {prompts}, gen_tokens: 4}}",
-        trials="{warmup: 0, repeat: 2}", energy="{meters: [estimate], idle_s: 0.2}",
+        trials=trials, energy="{meters: [estimate], idle_s: 0.2}",
     ) + "execution: {cell_timeout_s: 120}\nmachines: [desk, mac]\n"
     p = tmp_path / "fleet.yaml"
     p.write_text(body)
@@ -121,6 +119,28 @@ def only_run(out: Path) -> Path:
     return run
 
 
+def test_a_scheduler_that_cannot_be_reached_is_one_sentence(tmp_path):
+    cfg = sweep_config(tmp_path, "8")
+    loaded = load_config(cfg)
+    dead = f"tcp://127.0.0.1:{free_port()}"
+    with pytest.raises(FleetError, match="cannot reach the scheduler at .*dask scheduler"):
+        FleetRun(loaded, expand(loaded.config), tmp_path, dead, connect_timeout_s=1).run()
+
+
+def test_a_machine_without_a_worker_is_named_with_the_command_to_start_it(tmp_path, capsys):
+    c = Cluster(tmp_path)
+    try:
+        c.wait_for(set())
+        cfg = sweep_config(tmp_path, "8")
+        assert main(["run", str(cfg), "--cluster", c.address, "--out", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert "no worker serves machine 'desk'" in err and "bench worker --scheduler" in err
+        assert not [p for p in tmp_path.iterdir() if p.is_dir()]  # no run folder was made
+    finally:
+        c.stop()
+
+
+@pytest.mark.slow
 def test_one_sweep_across_two_workers_lands_in_one_run_folder(cluster, tmp_path, capsys):
     cfg = sweep_config(tmp_path, "[8, 16]")
     out = tmp_path / "results"
@@ -163,10 +183,13 @@ def test_one_sweep_across_two_workers_lands_in_one_run_folder(cluster, tmp_path,
     assert per_machine == [("desk", 2, 4), ("mac", 2, 4)]
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_run_fails_only_its_cell_in_flight_and_resume_runs_the_rest(
     cluster, tmp_path
 ):
-    cfg = sweep_config(tmp_path, "[8, 12, 16]")
+    # A cooldown between trials keeps each cell running for seconds, so the kill lands while
+    # c002@mac is in flight, not after it.
+    cfg = sweep_config(tmp_path, "[8, 12, 16]", "{warmup: 0, repeat: 2, cooldown_s: 2}")
     loaded = load_config(cfg)
     cells = expand(loaded.config)
     out = tmp_path / "results"
