@@ -239,11 +239,17 @@ def _connect(address: str, timeout_s: float) -> Any:
         ) from e
 
 
+def _scheduler_workers(dask_scheduler: Any) -> dict[str, dict[str, float]]:
+    """Runs on the scheduler: each worker's address and resources, as the scheduler sees now."""
+    return {addr: dict(ws.resources) for addr, ws in dask_scheduler.workers.items()}
+
+
 def workers_by_machine(client: Any) -> dict[str, str]:
-    """Machine name -> worker address, from the workers' `machine-NAME` resources."""
+    """Machine name -> worker address, from the workers' `machine-NAME` resources. Asked of the
+    scheduler itself: the client's cached view lags and can omit workers that are there."""
     out: dict[str, str] = {}
-    for addr, w in client.scheduler_info(n_workers=-1)["workers"].items():
-        for res in (w.get("resources") or {}):
+    for addr, resources in client.run_on_scheduler(_scheduler_workers).items():
+        for res in resources:
             if res.startswith(RESOURCE_PREFIX):
                 out[res[len(RESOURCE_PREFIX):]] = addr
     return out
@@ -406,10 +412,15 @@ class FleetRun:
             for machine, event in items:
                 handle(machine, event)
 
+        missed: set[str] = set()
         try:
             while futures:
                 drain()
-                alive = workers_by_machine(client)
+                seen = workers_by_machine(client)
+                # A machine counts as lost only when two looks in a row miss its worker.
+                alive = {m: a for m, a in machines.items()
+                         if seen.get(m) == a or m not in missed}
+                missed = {m for m in machines if seen.get(m) != machines[m]}
                 for fut, (m, ids) in list(futures.items()):
                     if fut not in futures:
                         continue  # cancelled with its machine a moment ago

@@ -208,7 +208,7 @@ def test_a_worker_killed_mid_run_fails_only_its_cell_in_flight_and_resume_runs_t
     assert not driver.is_alive(), f"the sweep did not end within {SWEEP_S} s: {messages}"
     outcome = result["outcome"]
     status = {e["cell_id"]: (e["status"], e["error"]) for e in outcome.manifest["cells"]}
-    assert [status[f"c00{i}@desk"][0] for i in (1, 2, 3)] == ["ok", "ok", "ok"]
+    assert [status[f"c00{i}@desk"][0] for i in (1, 2, 3)] == ["ok", "ok", "ok"], (status, messages)
     assert status["c001@mac"] == ("ok", None)
     assert status["c002@mac"][0] == "error"
     assert "worker for machine mac" in status["c002@mac"][1] and "lost" in status["c002@mac"][1]
