@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import smol_config
 
 from bench.cli import main
 from bench.results import RunWriter, load_run
 from bench.store import GitInfo, Store, git_of_cwd, query
-from support import smol_config
 
 CELL_KEY = "k" * 16
 
