@@ -20,10 +20,12 @@ from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
-    Progress as RichProgress,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
+)
+from rich.progress import (
+    Progress as RichProgress,
 )
 from rich.table import Table
 
@@ -71,6 +73,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return dry_run(loaded, cells, online=args.online)
     from bench.run.runner import Runner, resume_hint
 
+    if args.cluster:
+        return _run_on_cluster(args, loaded, cells, config_path)
     resume = Path(args.resume) if args.resume else None
     runner = Runner(loaded, cells, Path(args.out), progress=None, resume=resume)
     if resume is not None:
@@ -79,6 +83,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         except ResultsError as e:
             return _fail(f"cannot resume: {e}")
     console = _console()
+    # The commit is read when the run starts, so a checkout changed meanwhile is not recorded.
+    store_git = _store_git(args)
     trials_per_cell = loaded.config.trials.warmup + loaded.config.trials.max_repeat
     console.print(
         f"[bold]bench run[/] {escape(str(config_path))}: {len(cells)} cells × {trials_per_cell} "
@@ -100,6 +106,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         for w in c["warnings"]:
             console.print(f"[yellow]warning:[/] cell {c['cell_id']}: {escape(w)}")
     console.print(f"results: {escape(str(outcome.folder))}")
+    if args.store and _store_run(args.store, outcome.folder, store_git) != EXIT_OK:
+        return EXIT_WRITE
     if outcome.interrupted:
         console.print(
             "[yellow]interrupted:[/] finished cells are saved in the folder above; resume with\n"
@@ -110,6 +118,54 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.print(
             f"[red]{outcome.cells_failed} of {len(cells)} cells failed[/]; "
             "the errors are in the table above and in manifest.json"
+        )
+        return EXIT_CELLS_FAILED
+    return EXIT_OK
+
+
+def _store_git(args: argparse.Namespace) -> Any:
+    if not getattr(args, "store", None):
+        return None
+    from bench.store import git_of_cwd
+
+    return git_of_cwd()
+
+
+def _store_run(store: str, folder: Path, git: Any) -> int:
+    from bench.store import add
+
+    return add([folder], store, git=git)
+
+
+def _run_on_cluster(args: argparse.Namespace, loaded: Any, cells: list[Any], config: Path) -> int:
+    """`bench run --cluster`: the sweep on every machine's bench worker (bench/fleet.py)."""
+    from bench.fleet import FleetError, run_sweep, summary_line
+    from bench.results import ResultsError
+
+    console = _console()
+    store_git = _store_git(args)
+    try:
+        outcome = run_sweep(
+            loaded, cells, Path(args.out), args.cluster,
+            resume=Path(args.resume) if args.resume else None,
+            on_message=lambda msg: console.print(escape(msg)),
+        )
+    except FleetError as e:
+        return _fail(str(e))
+    except ResultsError as e:
+        return _fail(str(e), EXIT_WRITE)
+    print_summary(console, outcome.trials, outcome.manifest)
+    console.print(escape(summary_line(outcome)))
+    console.print(f"results: {escape(str(outcome.folder))}")
+    if args.store and _store_run(args.store, outcome.folder, store_git) != EXIT_OK:
+        return EXIT_WRITE
+    if outcome.interrupted:
+        return EXIT_INTERRUPTED
+    if outcome.cells_failed or outcome.cells_not_run:
+        console.print(
+            "some cells failed or were not run; after fixing the cause, run the rest with\n"
+            f"  python -m bench run {escape(str(config))} --cluster {escape(args.cluster)} "
+            f"--resume {escape(str(outcome.folder))}"
         )
         return EXIT_CELLS_FAILED
     return EXIT_OK
@@ -154,7 +210,7 @@ class _progress:
             self.bar.stop()
             self.bar = None
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def _cell_start(self, cell: Any, i: int, n: int) -> None:
@@ -341,6 +397,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         metrics=args.metric or None,
         fmt=args.format,
         warn_only=args.warn_only,
+        last=args.last,
+        machine=args.machine,
     )
 
 
@@ -359,6 +417,37 @@ def cmd_export(args: argparse.Namespace) -> int:
     return Export().run(runs=args.runs, fmt=args.format, out=args.out)
 
 
+# -- store (bench/store.py) ------------------------------------------------------------------
+
+
+def cmd_store(args: argparse.Namespace) -> int:
+    from bench import store
+
+    if args.store_command == "add":
+        return store.add(args.runs, args.store, commit=args.commit, branch=args.branch)
+    return store.query(args.sql, args.store, args.format)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from bench.fleet import serve_worker
+
+    return serve_worker(args.scheduler, args.name)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from bench.history import history
+
+    threshold = args.threshold.strip().rstrip("%")
+    try:
+        threshold_pct = float(threshold)
+    except ValueError:
+        return _fail(f"--threshold {args.threshold!r} is not a percentage such as 5%")
+    return history(
+        store=args.store, out=args.out, metrics=args.metric, by=args.by, machine=args.machine,
+        cell=args.cell, threshold_pct=threshold_pct, fail_recent=args.fail_recent,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bench",
@@ -375,6 +464,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", metavar="RUN_FOLDER",
         help="continue an interrupted run: keep its finished cells, run the rest",
     )
+    r.add_argument(
+        "--cluster", metavar="ADDRESS",
+        help="run on every bench worker of this Dask scheduler (see docs/fleet.md)",
+    )
+    r.add_argument(
+        "--store", metavar="PATH",
+        help="also add the run to this results store (a DuckDB file; see docs/store.md)",
+    )
     r.set_defaults(func=cmd_run)
 
     d = sub.add_parser("doctor", help="what can be measured here, and why not")
@@ -382,12 +479,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_doctor)
 
     c = sub.add_parser("compare", help="compare two runs; exit 1 on a regression")
-    c.add_argument("baseline", nargs="+", help="baseline run folder(s), or a folder of runs")
+    c.add_argument("baseline", nargs="+", help="baseline run folder(s), or a folder of runs, "
+                   "or store:PATH for the last runs of each cell on this machine in a store")
     c.add_argument("candidate", help="candidate run folder")
     c.add_argument("--threshold", default="5%", help="smallest change that counts (default 5%%)")
     c.add_argument("--metric", action="append", help="metric to compare (repeatable)")
     c.add_argument("--format", choices=["table", "markdown", "json"], default="table")
     c.add_argument("--warn-only", action="store_true", help="report regressions but exit 0")
+    c.add_argument("--machine", help="compare this machine's results of fleet runs")
+    c.add_argument("--last", type=int, metavar="N",
+                   help="keep the newest N baseline runs (with store:PATH, per cell; default 5)")
     c.set_defaults(func=cmd_compare)
 
     rp = sub.add_parser("report", help="HTML + Markdown + PNG report of one or more runs")
@@ -400,6 +501,39 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--format", required=True, choices=["github-action-benchmark", "bencher"])
     ex.add_argument("--out", required=True, help="output folder (or .json file for bencher)")
     ex.set_defaults(func=cmd_export)
+
+    st = sub.add_parser("store", help="the results store: add runs, query them with SQL")
+    st_sub = st.add_subparsers(dest="store_command", required=True)
+    sa = st_sub.add_parser("add", help="add run folders to the store (again: no change)")
+    sa.add_argument("runs", nargs="+", help="run folder(s), or a folder of runs")
+    sq = st_sub.add_parser("query", help="run SQL on the store and print the result")
+    sq.add_argument("sql", help='e.g. "SELECT run_id, git_commit FROM runs"')
+    sq.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    for sp in (sa, sq):
+        sp.add_argument("--store", default="results/bench.duckdb",
+                        help="the DuckDB file (default: results/bench.duckdb)")
+    sa.add_argument("--commit", help="the git commit the runs measured (default: from the run)")
+    sa.add_argument("--branch", help="the git branch, with --commit")
+    st.set_defaults(func=cmd_store)
+
+    hi = sub.add_parser("history", help="each metric over commits per machine, change points")
+    hi.add_argument("--store", default="results/bench.duckdb", help="the DuckDB file")
+    hi.add_argument("--out", default="reports/history", help="folder for PNGs and pages")
+    hi.add_argument("--metric", action="append", help="metric to plot (repeatable)")
+    hi.add_argument("--by", choices=["commit", "time"], default="commit",
+                    help="one point per commit (runs pooled) or per run")
+    hi.add_argument("--machine", help="only this machine (name or fingerprint)")
+    hi.add_argument("--cell", help="only the cell whose cell_key starts with this")
+    hi.add_argument("--threshold", default="5%", help="smallest regression that counts")
+    hi.add_argument("--fail-recent", type=int, metavar="N",
+                    help="exit 1 when a regression above the threshold began in the newest N "
+                    "points")
+    hi.set_defaults(func=cmd_history)
+
+    wk = sub.add_parser("worker", help="serve this machine to a fleet sweep (Dask worker)")
+    wk.add_argument("--scheduler", required=True, help="the Dask scheduler, tcp://HOST:PORT")
+    wk.add_argument("--name", help="this machine's name in results (default: host name)")
+    wk.set_defaults(func=cmd_worker)
     return p
 
 

@@ -22,6 +22,7 @@ from typing import Any, Literal, TextIO
 
 from bench import columns
 from bench.columns import MISSING, cell_label, format_change, format_ci, unique_labels
+from bench.fleet import FleetError
 from bench.results import ResultsError, Run, is_run_folder, load_run
 from bench.stats import (
     change_pct_ci,
@@ -722,6 +723,7 @@ class Compare:
         fmt: Fmt = "table",
         warn_only: bool = False,
         last: int | None = None,
+        machine: str | None = None,
         out: TextIO | None = None,
         err: TextIO | None = None,
     ) -> int:
@@ -737,10 +739,19 @@ class Compare:
             if isinstance(baseline, (str, Path)):
                 baseline = [baseline]
             gate = Gate.parse(threshold_pct, float(alpha))
-            base_runs = collect_runs(baseline, last)
-            cand_run = load_candidate(candidate)
+            # A fleet run holds several machines: compare one of them, never their pool.
+            from bench.fleet import one_machine
+
+            cand_run = one_machine(load_candidate(candidate), machine)
+            if len(baseline) == 1 and str(baseline[0]).startswith("store:"):
+                # The last N runs of each cell on this machine, from the results store.
+                from bench.history import store_baseline
+
+                base_runs = store_baseline(str(baseline[0])[len("store:"):], cand_run, last or 5)
+            else:
+                base_runs = [one_machine(r, machine) for r in collect_runs(baseline, last)]
             comparison = compare_runs(base_runs, cand_run, gate, metrics)
-        except (CompareError, ResultsError) as e:
+        except (CompareError, ResultsError, FleetError) as e:
             print(f"bench compare: {e}", file=err)
             return EXIT_USAGE
         if fmt == "json":

@@ -250,6 +250,9 @@ class Config(StrictModel):
     quality: Quality = Quality()
     exclude: list[dict[str, Scalar]] = []
     include: list[dict[str, Scalar]] = []
+    # Fleet runs (`bench run --cluster`, docs/fleet.md): the workers' machine names to run on;
+    # empty means every bench worker of the cluster. A local run ignores it.
+    machines: list[Annotated[str, Field(pattern=r"^[\w.-]+$", max_length=80)]] = []
 
     @model_validator(mode="after")
     def _unique_model_ids(self) -> Config:
