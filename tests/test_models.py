@@ -37,11 +37,23 @@ def test_missing_package_says_which_pip_install_brings_it():
         fetch(loc.variant)
 
 
-def test_package_without_the_file_lists_what_it_has(tmp_path, monkeypatch):
-    pkg = tmp_path / "fake_model_pkg"
+def install_fake_distribution(site, package: str, files: dict[str, bytes]) -> None:
+    """A package as pip leaves it: its folder plus a dist-info whose RECORD lists the files."""
+    pkg = site / package
     pkg.mkdir()
-    (pkg / "__init__.py").write_text("")
-    (pkg / "real.Q4_0.gguf").write_bytes(b"GGUF")
+    for name, data in files.items():
+        (pkg / name).write_bytes(data)
+    info = site / f"{package}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package}\nVersion: 1.0\n")
+    (info / "top_level.txt").write_text(package + "\n")
+    (info / "RECORD").write_text("".join(f"{package}/{n},,\n" for n in files))
+
+
+def test_package_without_the_file_lists_what_it_has(tmp_path, monkeypatch):
+    install_fake_distribution(
+        tmp_path, "fake_model_pkg", {"__init__.py": b"", "real.Q4_0.gguf": b"GGUF"}
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     loc = locate(variant("{id: t, package: fake_model_pkg, file: wrong.gguf}"))
     assert "has no file 'wrong.gguf'; files there: real.Q4_0.gguf" in loc.problem
