@@ -151,7 +151,7 @@ def _installed_package(package: str) -> _Installed | None:
             dist = importlib.metadata.distribution(name)
             files = dist.files or []
         except Exception:  # noqa: BLE001 - an unreadable distribution provides nothing
-            continue
+            files = []
         inside = tuple(str(f)[len(prefix):] for f in files if str(f).startswith(prefix))
         if inside:
             folder = Path(str(dist.locate_file(prefix.rstrip("/"))))

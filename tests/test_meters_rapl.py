@@ -1,6 +1,7 @@
 """RaplMeter against a fake powercap tree (tests/fakes/powercap.py) with known power."""
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import time
@@ -189,7 +190,7 @@ def test_rapl_polls_each_counter_as_often_as_its_range_needs_not_at_the_timeline
     measured = end.joules["cpu-package-0"] - start.joules["cpu-package-0"]
     assert measured == pytest.approx(pc.truth_j("intel-rapl:0"), rel=0.01)
     points = m.timeline(0, float("inf"))
-    gaps = [b.t - a.t for a, b in zip(points, points[1:])]
+    gaps = [b.t - a.t for a, b in itertools.pairwise(points)]
     assert gaps and min(gaps) >= 0.39  # the fast reads stay out of the power timeline
 
 
