@@ -101,8 +101,9 @@ HubRepo = Annotated[str, AfterValidator(hub_repo)]
 
 
 def hub_revision(v: str) -> str:
-    if not re.fullmatch(r"[\w./-]{1,200}", v) or any(
-        s in ("", ".", "..") for s in v.split("/")
+    # git's own rule for ref names forbids '..' anywhere, and empty segments.
+    if not re.fullmatch(r"[\w./-]{1,200}", v) or ".." in v or any(
+        s in ("", ".") for s in v.split("/")
     ):
         raise ValueError(
             f"{v[:120]!r} is not a branch, tag or commit (letters, digits, '_', '-', '.' and "
