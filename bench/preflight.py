@@ -41,21 +41,40 @@ class Plan:
         return self
 
 
-@contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM stops expansion like Ctrl-C does (KeyboardInterrupt, exit 130), not silently."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+class _Stop:
+    """Ctrl-C and SIGTERM while the sweep is built: raise at once, and remember it.
 
-    def raise_interrupt(signum: int, frame: Any) -> None:
+    The handler raises KeyboardInterrupt, but an exception raised while the garbage collector
+    runs a finalizer is swallowed (Python prints it as ignored), and building a large sweep
+    triggers many collections. So the signal is also remembered, and expansion checks it as
+    it goes (`check`), which makes every signal count.
+    """
+
+    def __init__(self) -> None:
+        self.signalled = False
+
+    def handler(self, signum: int, frame: Any) -> None:
+        self.signalled = True
         raise KeyboardInterrupt
 
-    old = signal.signal(signal.SIGTERM, raise_interrupt)
+    def check(self) -> None:
+        if self.signalled:
+            raise KeyboardInterrupt
+
+
+@contextmanager
+def _interruptible() -> Iterator[_Stop]:
+    stop = _Stop()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop  # signals go to the main thread; nothing to install here
+        return
+    old = {s: signal.signal(s, stop.handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield stop
+        stop.check()
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def _model_errors(located: Located) -> list[str]:
@@ -103,8 +122,8 @@ def plan(loaded: LoadedConfig, online: bool = False, check_meters: bool = True) 
     other problems are collected in `errors` (see Plan.checked). `online` is accepted for the
     dry run's Hub sizes, which it asks for itself; nothing here uses the network."""
     del online  # the checks are the same offline and online
-    with _sigterm_interrupts():
-        cells = expand(loaded.config)
+    with _interruptible() as stop:
+        cells = expand(loaded.config, check=stop.check)
         result = Plan(cells)
         for group in groups(cells):
             variant = group[0].variant

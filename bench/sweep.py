@@ -12,7 +12,7 @@ import hashlib
 import itertools
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -385,7 +385,13 @@ def _row_key(row: dict[str, Any]) -> tuple[Any, ...]:
     return tuple((k, isinstance(v, bool), v) for k, v in _flat(row).items())
 
 
-def expand(config: Config) -> list[Cell]:
+def _no_check() -> None:
+    pass
+
+
+def expand(config: Config, check: Callable[[], None] = _no_check) -> list[Cell]:
+    """The sweep's cells. `check` is called as the cells are built (every 1024) so a caller
+    can stop a long expansion (bench.preflight raises KeyboardInterrupt from it on a signal)."""
     prompts = config.workload.prompt_axis()
     cap = config.execution.max_cells
     total = count_cells(config, len(prompts))
@@ -397,10 +403,12 @@ def expand(config: Config) -> list[Cell]:
         )
     excludes = [_coerce_entry(config, e, "exclude", i, prompts) for i, e in enumerate(config.exclude)]
     includes = [_coerce_entry(config, e, "include", i, prompts) for i, e in enumerate(config.include)]
-    rows = [
-        r for r in _product_rows(config, prompts)
-        if not any(_matches(_flat(r), e) for e in excludes)
-    ]
+    rows = []
+    for n, r in enumerate(_product_rows(config, prompts)):
+        if not n & 1023:
+            check()
+        if not any(_matches(_flat(r), e) for e in excludes):
+            rows.append(r)
     seen = {_row_key(r) for r in rows}
     for i, entry in enumerate(includes):
         row = _include_row(config, entry, i, prompts)
@@ -421,6 +429,8 @@ def expand(config: Config) -> list[Cell]:
     # One tuple per backend, shared by its cells (a large sweep must stay small in memory).
     fixed = {id(b): tuple(b.fixed().items()) for b in config.backends}
     for idx, (_, r) in enumerate(cells):
+        if not idx & 1023:
+            check()
         pid, n, text, lang = r["prompt"]
         b: BackendSettings = r["backend"]
         out.append(

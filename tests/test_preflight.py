@@ -176,6 +176,9 @@ energy: {{meters: none}}
 """
 
 
+# A signal that lands in a gc callback (hypothesis installs one) is reported there as ignored:
+# the case the remembered signal exists for.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_during_expansion_stops_it_with_exit_130(tmp_path, capsys, signum):
     threads = ", ".join(str(i) for i in range(1, 21))
@@ -199,7 +202,7 @@ def test_a_signal_during_expansion_stops_it_with_exit_130(tmp_path, capsys, sign
         timer.cancel()
         signal.signal(signal.SIGTERM, old)
     assert -1.0 not in fired, "SIGTERM reached the default handler, not the expansion"
-    assert rc == 130
+    assert rc == 130, f"exit {rc} after {took:.1f} s"
     assert took < 5, f"stopped {took:.1f} s after the start"
     assert "interrupted" in capsys.readouterr().err
 
