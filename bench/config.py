@@ -457,7 +457,16 @@ def _scan_depth(text: str, source: str) -> None:
                     top[2] = ev.value if isinstance(ev, yaml.ScalarEvent) else "*"
                 else:
                     value_done()
-    except yaml.YAMLError:
+    except yaml.YAMLError as e:
+        if "nesting depth" in str(e):
+            # libyaml's own limit, met while it reads ahead of the events seen so far.
+            mark = getattr(e, "problem_mark", None)
+            where = f"{source}:{mark.line + 1}" if mark is not None else source
+            shown = _dotted(tuple(path[:8]))
+            raise ConfigError(
+                f"{where}: {shown}...: nests deeper than {MAX_DEPTH} levels; no config key "
+                "needs that"
+            ) from None
         return  # composing reports it, with its line
 
 

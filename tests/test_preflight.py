@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 from fakes.powercap import FakePowercap, desktop_tree
+from support import REPO, smol_config
 
 from bench.cli import main
 from bench.config import loads_config
 from bench.preflight import plan
-from support import REPO, smol_config
 
 
 def write(tmp_path: Path, body: str, name: str = "c") -> Path:
@@ -83,7 +83,7 @@ def test_a_fifo_given_as_the_model_is_refused_without_blocking(tmp_path):
     os.mkfifo(fifo)
     cfg = write(tmp_path, local_model_config(fifo))
     # A subprocess, so that a check which opens the FIFO (and blocks) fails by its timeout.
-    proc = subprocess.run(
+    proc = subprocess.run(  # noqa: PLW1510 - the exit code is what is tested
         [sys.executable, "-m", "bench", "run", str(cfg), "--dry-run"],
         cwd=tmp_path, capture_output=True, text=True, timeout=60,
         env={**os.environ, "PYTHONPATH": str(REPO)},
@@ -110,7 +110,7 @@ def test_a_package_model_never_runs_a_same_named_module_in_the_working_folder(tm
         "energy: {meters: none}\n",
     )
     # `python -m` puts the working folder first on sys.path, as a user running bench there has.
-    proc = subprocess.run(
+    proc = subprocess.run(  # noqa: PLW1510 - the exit code is what is tested
         [sys.executable, "-m", "bench", "run", str(cfg), "--dry-run"],
         cwd=tmp_path, capture_output=True, text=True, timeout=60,
         env={**os.environ, "PYTHONPATH": str(REPO)},
