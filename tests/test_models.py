@@ -87,3 +87,29 @@ def test_sha256_is_cached_by_path_size_and_mtime(tmp_path, monkeypatch):
     assert (tmp_path / "cache" / "bench" / "sha256.json").exists()
     p.write_bytes(b"GGUF5678")  # size same, mtime changes -> rehashed
     assert sha256_of(p) == hashlib.sha256(b"GGUF5678").hexdigest()
+
+
+def test_a_package_is_located_from_its_metadata_without_running_its_code(tmp_path, monkeypatch):
+    marker = tmp_path / "ran.txt"
+    runs = f"open({str(marker)!r}, 'w').write('ran')\n".encode()
+    install_fake_distribution(
+        tmp_path, "shipped_pkg", {"__init__.py": runs, "m.Q4_0.gguf": b"GGUF" + b"\0" * 8}
+    )
+    install_fake_distribution(
+        tmp_path, "chunked_pkg", {"__init__.py": runs + b"def assemble(output_path=None):\n  pass\n"}
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    shipped = locate(variant("{id: t, package: shipped_pkg, file: m.Q4_0.gguf}"))
+    assert shipped.ok and shipped.path == tmp_path / "shipped_pkg" / "m.Q4_0.gguf"
+    chunked = locate(variant("{id: t, package: chunked_pkg, file: big.gguf}"))
+    assert chunked.downloadable and "assembles big.gguf from its chunks" in chunked.problem
+    assert not marker.exists(), "locating a package model ran the package's code"
+
+
+def test_a_fifo_is_never_opened_as_a_model(tmp_path):
+    import os
+
+    fifo = tmp_path / "m.gguf"
+    os.mkfifo(fifo)
+    # Opening a FIFO for reading blocks until a writer comes; the check must not open it.
+    assert "named pipe (FIFO)" in locate(variant(f"{{id: t, path: '{fifo}'}}")).problem
