@@ -45,9 +45,10 @@ class Located:
         return (self.path is not None or served) and self.problem is None
 
 
-def check_local_file(p: Path, what: str) -> str | None:
+def check_local_file(p: Path, what: str, gguf: bool = True) -> str | None:
     """Why `p` cannot be loaded as a GGUF model, or None: it must exist, be a regular file (not
-    a folder, FIFO or device), be readable and start with the GGUF magic."""
+    a folder, FIFO or device), be readable and (unless `gguf` is False) start with the GGUF
+    magic."""
     try:
         st = os.stat(p)
     except FileNotFoundError:
@@ -76,7 +77,7 @@ def check_local_file(p: Path, what: str) -> str | None:
         return f"{what} {p} cannot be read ({e.strerror}); check the file"
     finally:
         os.close(fd)
-    if head != GGUF_MAGIC:
+    if gguf and head != GGUF_MAGIC:
         return (
             f"{what} {p} is not a GGUF file (it starts with {head!r}, not b'GGUF'); "
             "bench runs llama.cpp's GGUF models"

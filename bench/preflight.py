@@ -86,8 +86,10 @@ def _model_errors(located: Located) -> list[str]:
     if spec.quantize_from is not None and not located.downloadable and located.problem:
         out.append(f"models[{spec.id}]: {located.problem}")
     if spec.imatrix is not None:
-        problem = check_local_file(Path(os.path.expanduser(spec.imatrix)), "imatrix file")
-        # An importance matrix is llama.cpp's own GGUF-format file too.
+        # Legacy importance matrices (.dat) are not GGUF: everything but the magic is checked.
+        problem = check_local_file(
+            Path(os.path.expanduser(spec.imatrix)), "imatrix file", gguf=False
+        )
         if problem is not None:
             out.append(f"models[{spec.id}].imatrix: {problem}")
     return out

@@ -224,3 +224,20 @@ def test_an_include_value_written_as_text_is_converted_and_the_run_finishes(tmp_
     run = load_run(next(out.iterdir()))
     assert sorted(c["params"]["n_threads"] for c in run.manifest["cells"]) == [1, 2]
     assert {r["status"] for r in run.trials} == {"ok"}
+
+
+def test_a_missing_quantize_source_or_imatrix_stops_the_dry_run(tmp_path, capsys):
+    src = gguf(tmp_path)
+    body = (
+        "name: q\nmodels:\n  - {id: q, quantize_from: '%s', quants: [Q4_0], imatrix: '%s'}\n"
+        "energy: {meters: none}\n"
+    )
+    legacy = tmp_path / "imatrix.dat"
+    legacy.write_bytes(b"\x01\x00\x00\x00legacy")  # the old format has no GGUF magic
+    assert main(["run", str(write(tmp_path, body % (src, legacy))), "--dry-run"]) == 0
+    assert main(["run", str(write(tmp_path, body % (tmp_path / "no.gguf", legacy))),
+                 "--dry-run"]) == 2
+    assert "quantize_from source" in capsys.readouterr().err
+    assert main(["run", str(write(tmp_path, body % (src, tmp_path / "no.dat"))),
+                 "--dry-run"]) == 2
+    assert "models[q].imatrix: imatrix file" in capsys.readouterr().err

@@ -198,3 +198,33 @@ def test_a_sweep_of_a_trillion_cells_is_refused_at_once_without_building_it(tmp_
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "the sweep has 1,000,000,000,000 cells" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_exclude_and_include_reach_server_arguments_and_ollama_options():
+    text = """\
+name: srv
+models: [{id: s, served: smol}]
+backends:
+  - name: openai
+    server: {command: [x, --ctx, "{ctx}"], args: {ctx: [256, 512]}}
+    endpoint: [completions, chat]
+  - name: ollama
+    options: {num_ctx: [256, 512]}
+workload: {prompt_tokens: 16, gen_tokens: 4}
+exclude:
+  - {backend: openai, ctx: 512, endpoint: chat}
+  - {backend: ollama, num_ctx: 512}
+include:
+  - {backend: ollama, num_ctx: 1024}
+"""
+    cells = cells_of(text)
+    got = sorted(
+        (c.backend, c.setting.get("ctx") or c.setting.get("num_ctx"), c.setting.get("endpoint", ""))
+        for c in cells
+    )
+    assert got == [
+        ("ollama", 256, ""), ("ollama", 1024, ""),
+        ("openai", 256, "chat"), ("openai", 256, "completions"), ("openai", 512, "completions"),
+    ]
+    with pytest.raises(ConfigError, match=r"exclude\[0\]\.endpoint: "):
+        cells_of(text.replace("endpoint: chat}", "endpoint: fax}"))
