@@ -70,17 +70,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _fail(str(e))
     if args.dry_run:
         return dry_run(loaded, cells, online=args.online)
-    from bench.results import load_run
-    from bench.runner import Runner, resume_hint
+    from bench.run.runner import Runner, resume_hint
 
     resume = Path(args.resume) if args.resume else None
+    runner = Runner(loaded, cells, Path(args.out), progress=None, resume=resume)
     if resume is not None:
         try:
-            load_run(resume)
+            runner.open()  # locks the folder; refuses a config that no longer describes it
         except ResultsError as e:
             return _fail(f"cannot resume: {e}")
     console = _console()
-    runner = Runner(loaded, cells, Path(args.out), progress=None, resume=resume)
     trials_per_cell = loaded.config.trials.warmup + loaded.config.trials.max_repeat
     console.print(
         f"[bold]bench run[/] {escape(str(config_path))}: {len(cells)} cells × {trials_per_cell} "

@@ -11,14 +11,18 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from bench.backends.base import BackendSettings
 from bench.backends.http_settings import OllamaSettings, OpenAISettings
+from bench.backends.llama_cpp.config import LlamaCppSettings
 from bench.meters.settings import EnergySettings
 from bench.schema import HubRepo, HubRevision, LocalPath, RelativeFile, StrictModel, relative_file
+
+__all__ = ["BackendSettings", "Config", "ConfigError", "LlamaCppSettings", "LoadedConfig"]
 
 MAX_CONFIG_BYTES = 1_000_000
 MAX_NODES = 100_000
@@ -124,62 +128,10 @@ class ModelSpec(StrictModel):
         return self
 
 
-class BackendSettings(StrictModel):
-    """What every backend's settings provide to the sweep. A list in a swept setting sweeps it."""
-
-    name: str
-    # Swept settings whose change needs a fresh load (a new model load or a new server).
-    LOAD_TIME: ClassVar[tuple[str, ...]] = ()
-
-    def axes(self) -> dict[str, list[Any]]:
-        """Swept settings in display order, each a non-empty list."""
-        return {}
-
-    def fixed(self) -> dict[str, Any]:
-        """Settings passed to the backend as they are (not swept)."""
-        return {}
-
-
-class LlamaCppSettings(BackendSettings):
-    """llama-cpp-python in process."""
-
-    name: Literal["llama-cpp"]
-    # None: the number of physical cores.
-    n_threads: list[Annotated[int, Field(ge=1, le=1024)]] | None = None
-    n_gpu_layers: list[Annotated[int, Field(ge=-1, le=100_000)]] = [0]
-    n_ctx: list[Annotated[int, Field(ge=16, le=10_000_000)]] = [2048]
-    n_batch: list[Annotated[int, Field(ge=1, le=1_000_000)]] = [512]
-    n_ubatch: list[Annotated[int, Field(ge=1, le=1_000_000)]] = [512]
-    flash_attn: list[bool] = [False]
-    use_mmap: bool = True
-
-    LOAD_TIME: ClassVar[tuple[str, ...]] = (
-        "n_gpu_layers", "n_ctx", "n_batch", "n_ubatch", "flash_attn"
-    )
-
-    _lists = field_validator(
-        "n_threads", "n_gpu_layers", "n_ctx", "n_batch", "n_ubatch", "flash_attn", mode="before"
-    )(_as_list)
-
-    def axes(self) -> dict[str, list[Any]]:
-        from bench.machine import physical_cores
-
-        return {
-            # n_threads changes per cell without a reload (llama_set_n_threads).
-            "n_threads": self.n_threads or [physical_cores()],
-            "n_gpu_layers": self.n_gpu_layers,
-            "n_ctx": self.n_ctx,
-            "n_batch": self.n_batch,
-            "n_ubatch": self.n_ubatch,
-            "flash_attn": self.flash_attn,
-        }
-
-    def fixed(self) -> dict[str, Any]:
-        return {"use_mmap": self.use_mmap}
-
-
+# Each backend's settings live beside its code (bench/backends/<name>/config.py); a new backend
+# adds its model to this union.
 BackendSpec = Annotated[
-    Union[LlamaCppSettings, OpenAISettings, OllamaSettings], Field(discriminator="name")
+    LlamaCppSettings | OpenAISettings | OllamaSettings, Field(discriminator="name")
 ]
 
 
@@ -523,10 +475,7 @@ def _clean_loc(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
     out: list[Any] = []
     cur = data
     for seg in loc:
-        if isinstance(cur, dict) and seg in cur:
-            out.append(seg)
-            cur = cur[seg]
-        elif isinstance(cur, list) and isinstance(seg, int) and 0 <= seg < len(cur):
+        if isinstance(cur, dict) and seg in cur or isinstance(cur, list) and isinstance(seg, int) and 0 <= seg < len(cur):
             out.append(seg)
             cur = cur[seg]
     return tuple(out)

@@ -1,7 +1,7 @@
 """Energy attribution: meter readings at phase edges -> per-domain phase rows and trial columns.
 
-Pure arithmetic, no hardware: the runner reads the meters (bench.meters) at its phase edges and
-hands the readings here. The rules are DESIGN.md's: only component domains are summed into the
+Pure arithmetic, no hardware: the worker reads the meters (bench.meters) at its phase edges and
+hands the readings here. The rules (docs/energy.md): only component domains are summed into the
 headline figures, an estimate is never summed with a measurement, a domain that was not read
 gives None (never 0), and a phase shorter than a domain's update period is unresolved.
 """

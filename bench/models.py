@@ -9,10 +9,8 @@ working folder is never executed. `fetch` downloads, and only for Hub models.
 from __future__ import annotations
 
 import ast
-import hashlib
 import importlib.metadata
 import importlib.util
-import json
 import os
 import re
 import stat
@@ -22,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.files import cache_dir, sha256_of
 from bench.sweep import ModelVariant
 
 GGUF_MAGIC = b"GGUF"
@@ -145,13 +144,13 @@ def _installed_package(package: str) -> _Installed | None:
     prefix = package.replace(".", "/") + "/"
     try:
         dist_names = importlib.metadata.packages_distributions().get(top, [])
-    except Exception:  # noqa: BLE001 - broken metadata of another package must not stop us
+    except Exception:  # broken metadata of another package must not stop us
         dist_names = []
     for name in dict.fromkeys(dist_names):
         try:
             dist = importlib.metadata.distribution(name)
             files = dist.files or []
-        except Exception:  # noqa: BLE001 - an unreadable distribution provides nothing
+        except Exception:  # an unreadable distribution provides nothing
             files = []
         inside = tuple(str(f)[len(prefix):] for f in files if str(f).startswith(prefix))
         if inside:
@@ -231,8 +230,7 @@ def _assembler(package: str) -> Any:
 
 
 def _assembled_path(file: str) -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "bench" / "packages" / Path(file).name
+    return cache_dir("packages", Path(file).name)
 
 
 def _assemble(variant: ModelVariant) -> Path:
@@ -251,7 +249,7 @@ def _assemble(variant: ModelVariant) -> Path:
         os.replace(tmp, target)
     except ModelError:
         raise
-    except Exception as e:  # noqa: BLE001 - a third-party assembler: name whatever went wrong
+    except Exception as e:
         raise ModelError(f"package {spec.package!r} could not assemble {variant.file}: {e}") from e
     finally:
         tmp.unlink(missing_ok=True)
@@ -411,40 +409,6 @@ def fetch(variant: ModelVariant) -> Path | None:
 
 
 # -- identity --------------------------------------------------------------------------------
-
-
-def _hash_cache_path() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "bench" / "sha256.json"
-
-
-def sha256_of(path: Path) -> str:
-    """sha256 of a file, cached by (real path, size, mtime) so 7B files are hashed once."""
-    real = path.resolve()
-    st = real.stat()
-    key = f"{real}|{st.st_size}|{st.st_mtime_ns}"
-    cache_file = _hash_cache_path()
-    cache: dict[str, str] = {}
-    try:
-        cache = json.loads(cache_file.read_text())
-    except (OSError, ValueError):
-        cache = {}
-    if key in cache:
-        return cache[key]
-    h = hashlib.sha256()
-    with real.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    digest = h.hexdigest()
-    cache[key] = digest
-    try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(cache))
-        os.replace(tmp, cache_file)
-    except OSError:
-        pass  # a cache we cannot write only costs time
-    return digest
 
 
 def file_identity(path: Path) -> dict[str, Any]:

@@ -156,7 +156,7 @@ def compare_distributions(
 
 
 def _lib() -> Any:
-    from bench.backends.llama_cpp import _lib as llama_lib
+    from bench.backends.llama_cpp.backend import llama_lib
 
     return llama_lib()
 
@@ -177,12 +177,13 @@ class _Engine:
     def of(cls, llm_or_session: Any) -> _Engine:
         lib = _lib()
         llm = getattr(llm_or_session, "llm", llm_or_session)  # the backend session wraps a Llama
-        if llm is None or not hasattr(llm, "_ctx"):
+        if llm is None or not hasattr(llm, "ctx") or not hasattr(llm, "model"):
             raise QualityError(
                 f"expected a llama_cpp.Llama or a loaded llama.cpp session, got {llm_or_session!r}"
             )
-        ctx = llm._ctx.ctx
-        model = llm._model.model
+        # The public pointers of llama-cpp-python's Llama, not its private wrappers.
+        ctx = llm.ctx
+        model = llm.model
         vocab = lib.llama_model_get_vocab(model)
         return cls(
             llm=llm,
@@ -505,7 +506,7 @@ def open_model(model_path: Path | str, settings: Mapping[str, Any] | None = None
     """A `llama_cpp.Llama` for quality work, closed on exit; llama.cpp's load log is silenced
     (set BENCH_LLAMA_VERBOSE=1 to see it). Settings: n_ctx (default 2048, at least the window),
     n_batch, n_ubatch, n_threads (default: all cores), n_gpu_layers, flash_attn."""
-    from bench.backends.llama_cpp import _quiet_stderr
+    from bench.backends.llama_cpp.backend import quiet_stderr
 
     lib = _lib()
     s = {**_LOAD_DEFAULTS, **dict(settings or {})}
@@ -513,7 +514,7 @@ def open_model(model_path: Path | str, settings: Mapping[str, Any] | None = None
     n_threads = int(s.get("n_threads") or os.cpu_count() or 1)
     verbose = bool(os.environ.get("BENCH_LLAMA_VERBOSE"))
     try:
-        with _quiet_stderr(not verbose):
+        with quiet_stderr(not verbose):
             llm = lib.Llama(
                 model_path=str(model_path),
                 n_ctx=n_ctx,

@@ -15,6 +15,7 @@ from typing import Any
 from bench.backends.base import BackendError
 from bench.config import Config
 from bench.models import ModelError, fetch
+from bench.run.events import Message, Rows
 from bench.sweep import Cell, ModelVariant
 
 LOAD_KEYS = ("n_threads", "n_gpu_layers", "n_ctx", "n_batch", "n_ubatch", "flash_attn")
@@ -64,7 +65,7 @@ def run_quality(
             try:
                 path = fetch(variant)
             except ModelError as e:
-                emit("message", f"quality: {model_id} {variant.quant} skipped: {e}")
+                emit(Message(f"quality: {model_id} {variant.quant} skipped: {e}"))
                 continue
             if path is not None:
                 paths.append((variant.quant, path, {**settings, **window}))
@@ -81,8 +82,8 @@ def run_quality(
                 ref_label, ref_path, _ = max(
                     paths, key=lambda p: gguf_facts(p[1])["bits_per_weight"] or 0.0
                 )
-        emit("message", f"quality: {model_id} on {', '.join(plain)}"
-             + (f" (reference {ref_label})" if ref_label else ""))
+        emit(Message(f"quality: {model_id} on {', '.join(plain)}"
+             + (f" (reference {ref_label})" if ref_label else "")))
         ref = None
         try:
             if ref_path is not None:
@@ -90,7 +91,7 @@ def run_quality(
             for quant, path, settings in paths:
                 facts = gguf_facts(path)
                 for row in quality_rows(path, plain, ref, settings):
-                    emit("rows", "quality", [{
+                    emit(Rows("quality", [{
                         "run_id": run_id,
                         "model": model_id,
                         "quant": quant,
@@ -100,9 +101,9 @@ def run_quality(
                         "size_bytes": facts.get("size_bytes"),
                         "bits_per_weight": facts.get("bits_per_weight"),
                         **row,
-                    }])
+                    }]))
         except (QualityError, BackendError, OSError) as e:
-            emit("message", f"quality: {model_id} failed: {e}")
+            emit(Message(f"quality: {model_id} failed: {e}"))
         finally:
             if ref is not None:
                 ref.close()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import json
 import os
 import re
 import struct
@@ -21,8 +20,8 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from bench.backends.base import BackendError
-from bench.backends.llama_cpp import _file_type_name, _quiet_stderr
-from bench.models import sha256_of
+from bench.backends.llama_cpp.backend import file_type_name, llama_lib, quiet_stderr
+from bench.files import atomic_write_json, cache_dir, sha256_of
 
 __all__ = [
     "QTYPES",
@@ -67,8 +66,6 @@ class QuantizeError(ValueError):
 
 
 def _lib() -> Any:
-    from bench.backends.llama_cpp import _lib as llama_lib
-
     return llama_lib()
 
 
@@ -106,8 +103,7 @@ def _canonical(qtype: str) -> str:
 
 def quant_cache_dir() -> Path:
     """`$XDG_CACHE_HOME/bench/quants`, else `~/.cache/bench/quants`."""
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "bench" / "quants"
+    return cache_dir("quants")
 
 
 def _engine_version() -> str:
@@ -184,7 +180,7 @@ def quantize(
     tmp = folder / f".{target.name}.{os.getpid()}.tmp"
     t0 = time.perf_counter()
     try:
-        with _quiet_stderr(not os.environ.get("BENCH_LLAMA_VERBOSE")):
+        with quiet_stderr(not os.environ.get("BENCH_LLAMA_VERBOSE")):
             rc = lib.llama_model_quantize(str(source).encode(), str(tmp).encode(), params)
         if rc != 0:
             raise QuantizeError(
@@ -203,14 +199,11 @@ def quantize(
             "llama_cpp_python": version,
             "build_s": round(seconds, 3),
         }
-        meta_tmp = tmp.with_suffix(".json.tmp")
-        meta_tmp.write_text(json.dumps(record, indent=2) + "\n")
-        os.replace(meta_tmp, target.with_suffix(".json"))
+        atomic_write_json(target.with_suffix(".json"), record)
         # The .gguf appears last: its presence is what marks the level as built.
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
-        tmp.with_suffix(".json.tmp").unlink(missing_ok=True)
     return target
 
 
@@ -346,7 +339,7 @@ def gguf_facts(path: Path) -> dict[str, Any]:
     mp = lib.llama_model_default_params()
     mp.vocab_only = True
     mp.n_gpu_layers = 0
-    with _quiet_stderr(not os.environ.get("BENCH_LLAMA_VERBOSE")):
+    with quiet_stderr(not os.environ.get("BENCH_LLAMA_VERBOSE")):
         model = lib.llama_model_load_from_file(str(path).encode(), mp)
     if not model:
         raise BackendError(f"llama.cpp could not read {path} as a GGUF model")
@@ -355,7 +348,7 @@ def gguf_facts(path: Path) -> dict[str, Any]:
         n_params = int(lib.llama_model_n_params(model))
         buf = ctypes.create_string_buffer(64)
         n = lib.llama_model_meta_val_str(model, b"general.file_type", buf, len(buf))
-        file_type = _file_type_name(buf.value.decode()) if n >= 0 else None
+        file_type = file_type_name(buf.value.decode()) if n >= 0 else None
     finally:
         lib.llama_model_free(model)
     return {

@@ -29,7 +29,9 @@ def wait_for_first_cell(out: Path, timeout_s: float = 120.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         runs = [p for p in out.iterdir() if p.is_dir()] if out.exists() else []
-        if runs and (runs[0] / "trials.parquet").exists():
+        # A running run keeps its rows in part files; a finished one in trials.parquet.
+        if runs and ((runs[0] / "trials.parquet").exists()
+                     or any((runs[0] / "parts").glob("trials-*.parquet"))):
             return
         time.sleep(0.05)
 

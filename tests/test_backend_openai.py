@@ -16,7 +16,7 @@ import pytest
 
 from bench.backends.base import BackendError
 from bench.backends.http_settings import OpenAISettings
-from bench.backends.openai_http import OpenAIBackend
+from bench.backends.openai.backend import OpenAIBackend
 from bench.backends.server import Http, redact, redact_url
 from bench.backends.sse import StreamError, iter_sse, read_openai_stream
 from bench.config import ConfigError, loads_config

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.backends.llama_cpp import LlamaCppBackend
+from bench.backends.llama_cpp.backend import LlamaCppBackend
 
 pytestmark = pytest.mark.slow
 

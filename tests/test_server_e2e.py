@@ -18,7 +18,7 @@ from test_backend_openai import closed_port
 
 from bench.backends.base import BackendError
 from bench.backends.llama_cpp import LlamaCppBackend
-from bench.backends.openai_http import OpenAIBackend
+from bench.backends.openai.backend import OpenAIBackend
 from bench.backends.server import ManagedServer
 from bench.cli import main
 from bench.results import load_run

@@ -1,16 +1,20 @@
-"""The backend protocol: (model, settings) -> a loaded session; (prompt, n) -> a trace.
+"""The backend contract: (model, typed cell settings) -> a loaded session; (prompt, n) -> trace.
 
 A backend knows nothing of phases or meters: it calls `on_edge` at the request start, when the
-first generated token is available, and after the last one, and the runner reads meters there.
+first generated token is available, and after the last one, and the worker reads meters there.
+Optional abilities (a server process, resource usage) are small Protocols checked with
+isinstance. Backends are found through a lazy "module:Class" registry (`register_backend`).
 """
 from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from bench.schema import StrictModel
 
 Edge = Callable[[str], None]  # called with "start", "first", "end"
 
@@ -50,6 +54,24 @@ class Trace:
         return self.n_gen_counted if self.n_gen_counted is not None else len(self.token_times)
 
 
+class BackendSettings(StrictModel):
+    """What every backend's config model provides to the sweep. A list in a swept setting
+    sweeps it. Each backend keeps its subclass beside its code (bench/backends/<name>/config.py)
+    with the defaults, in that one place."""
+
+    name: str
+    # Swept settings whose change needs a fresh load (a new model load or a new server).
+    LOAD_TIME: ClassVar[tuple[str, ...]] = ()
+
+    def axes(self) -> dict[str, list[Any]]:
+        """Swept settings in display order, each a non-empty list."""
+        return {}
+
+    def fixed(self) -> dict[str, Any]:
+        """Settings passed to the backend as they are (not swept)."""
+        return {}
+
+
 class Session(ABC):
     """A loaded model with one engine configuration."""
 
@@ -58,8 +80,9 @@ class Session(ABC):
         """Prepare a synthetic prompt of exactly n_tokens, or the given text (not timed)."""
 
     @abstractmethod
-    def configure(self, run_settings: dict[str, Any]) -> None:
-        """Apply settings that change without a reload (threads)."""
+    def configure(self, settings: Any) -> None:
+        """Apply the next cell's typed settings (the same type `load` got); only those that
+        change without a reload (threads, endpoint) may differ from the loaded ones."""
 
     @abstractmethod
     def generate(self, prompt: Prompt, n_gen: int, stop_at_eos: bool, on_edge: Edge) -> Trace:
@@ -80,13 +103,20 @@ class Session(ABC):
 class Backend(ABC):
     name: ClassVar[str]
 
+    @classmethod
+    @abstractmethod
+    def cell_settings(cls, values: Mapping[str, Any]) -> Any:
+        """One cell's settings as the backend's typed, frozen object, from the cell's swept
+        values and the backend's fixed ones (`Cell.setting` + `Cell.extra`). Validated by the
+        backend's config model, so a missing value takes the default declared there."""
+
     @abstractmethod
     def load(
-        self, model_path: Path | None, settings: dict[str, Any], seed: int,
+        self, model_path: Path | None, settings: Any, seed: int,
         model_name: str | None = None,
     ) -> Session:
-        """Load (or connect to) the model. model_path is None for a `served` model; settings
-        holds the cell's swept settings and the backend's fixed ones."""
+        """Load (or connect to) the model. model_path is None for a `served` model; settings is
+        what `cell_settings` returns (a plain mapping is converted through it)."""
 
     @classmethod
     def software(cls) -> dict[str, Any]:
@@ -94,16 +124,72 @@ class Backend(ABC):
         return {}
 
 
+# -- optional capabilities: a session has them or not; the worker asks with isinstance ------
+
+
+@runtime_checkable
+class HasServerProcess(Protocol):
+    """A session backed by a server process whose power and memory meters may follow."""
+
+    def server_pid(self) -> int | None: ...
+
+
+@runtime_checkable
+class ReportsResourceUsage(Protocol):
+    """A session that can say what it used (a server's peak memory, ...) for the manifest."""
+
+    def resource_usage(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class TracksProcess(Protocol):
+    """A meter that can attribute the energy of one more process (a server bench started)."""
+
+    def track_pid(self, pid: int) -> None: ...
+
+
 # Lazy registry: choosing one backend never imports another's dependencies.
 REGISTRY = {
-    "llama-cpp": "bench.backends.llama_cpp:LlamaCppBackend",
-    "openai": "bench.backends.openai_http:OpenAIBackend",
-    "ollama": "bench.backends.ollama:OllamaBackend",
+    "llama-cpp": "bench.backends.llama_cpp.backend:LlamaCppBackend",
+    "openai": "bench.backends.openai.backend:OpenAIBackend",
+    "ollama": "bench.backends.ollama.backend:OllamaBackend",
 }
 
 
-def get_backend(name: str) -> type[Backend]:
-    if name not in REGISTRY:
-        raise BackendError(f"unknown backend {name!r}; available: {', '.join(sorted(REGISTRY))}")
-    module, cls = REGISTRY[name].split(":")
+def register_backend(name: str, target: str) -> None:
+    """Make backend `name` available as "module:Class" (imported when first chosen)."""
+    module, sep, cls = target.partition(":")
+    if not sep or not module or not cls:
+        raise ValueError(f"a backend is registered as 'module:Class', not {target!r}")
+    REGISTRY[name] = target
+
+
+def get_backend(name: str, registry: Mapping[str, str] | None = None) -> type[Backend]:
+    """The backend class registered as `name` (in `registry`, a snapshot that crossed into a
+    worker process, or the live REGISTRY)."""
+    reg = REGISTRY if registry is None else registry
+    if name not in reg:
+        raise BackendError(f"unknown backend {name!r}; available: {', '.join(sorted(reg))}")
+    module, cls = reg[name].split(":")
     return getattr(importlib.import_module(module), cls)
+
+
+def lazy_exports(module: str) -> Callable[[str], Any]:
+    """A package `__getattr__` that serves the names of `module` on first use, so importing a
+    backend's package (for its settings) never imports its engine."""
+
+    def __getattr__(name: str) -> Any:
+        if name.startswith("__") or name == "backend":
+            raise AttributeError(name)
+        try:
+            return getattr(importlib.import_module(module), name)
+        except AttributeError:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}") from None
+
+    return __getattr__
+
+
+def as_cell_settings(backend: type[Backend], settings: Any) -> Any:
+    """`settings` as the backend's typed object: a plain mapping (tests, quality code that
+    loads a model by hand) goes through the backend's own validation, typed ones pass."""
+    return backend.cell_settings(settings) if isinstance(settings, Mapping) else settings

@@ -13,12 +13,22 @@ import ctypes
 import os
 import sys
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
-from bench.backends.base import Backend, BackendError, Edge, Prompt, Session, Trace
+from bench.backends.base import (
+    Backend,
+    BackendError,
+    Edge,
+    Prompt,
+    Session,
+    Trace,
+    as_cell_settings,
+)
+from bench.backends.llama_cpp.config import LlamaCppCell
 
 # A neutral English passage; synthetic prompts repeat its tokens to the requested length, like
 # llama-bench's ppN but with real text, so the tokens are ones the model meets in practice.
@@ -32,7 +42,7 @@ FILLER = (
 
 
 @contextlib.contextmanager
-def _quiet_stderr(enabled: bool) -> Iterator[None]:
+def quiet_stderr(enabled: bool) -> Iterator[None]:
     """Silence llama.cpp's C-level logging on fd 2 (model load prints hundreds of lines)."""
     if not enabled:
         yield
@@ -49,7 +59,8 @@ def _quiet_stderr(enabled: bool) -> Iterator[None]:
         os.close(devnull)
 
 
-def _lib():
+def llama_lib() -> Any:
+    """The llama_cpp module, or a BackendError saying how to install it."""
     try:
         import llama_cpp
     except ImportError as e:
@@ -60,19 +71,25 @@ def _lib():
     return llama_cpp
 
 
+# Old private names, kept while other branches that still import them are merged.
+_lib = llama_lib
+_quiet_stderr = quiet_stderr
+
+
 class LlamaCppSession(Session):
-    def __init__(self, llm: Any, model_path: Path, settings: dict[str, Any]):
-        lib = _lib()
+    def __init__(self, llm: Any, model_path: Path, settings: LlamaCppCell):
+        lib = llama_lib()
         self.lib = lib
         self.llm = llm
         self.model_path = model_path
-        self.settings = dict(settings)
-        self.ctx = llm._ctx.ctx
-        self.model = llm._model.model
+        self.settings = settings
+        # The public pointers llama-cpp-python hands out, not its private _ctx/_model objects.
+        self.ctx = llm.ctx
+        self.model = llm.model
         self.mem = lib.llama_get_memory(self.ctx)
         self.vocab = lib.llama_model_get_vocab(self.model)
         self.n_vocab = int(lib.llama_vocab_n_tokens(self.vocab))
-        self.n_batch = int(settings["n_batch"])
+        self.n_batch = settings.n_batch
         self.n_ctx = int(lib.llama_n_ctx(self.ctx))
         self._filler: list[int] | None = None
 
@@ -99,11 +116,13 @@ class LlamaCppSession(Session):
     def detokenize(self, token_ids: list[int]) -> str:
         return self.llm.detokenize(token_ids).decode("utf-8", errors="replace")
 
-    def configure(self, run_settings: dict[str, Any]) -> None:
-        n = int(run_settings["n_threads"])
+    def configure(self, settings: LlamaCppCell | Mapping[str, Any]) -> None:
+        if isinstance(settings, Mapping):
+            settings = LlamaCppCell.from_values({**self.settings.__dict__, **settings})
+        n = settings.n_threads
         # Prompt processing uses n_threads_batch; both follow the swept thread count.
         self.lib.llama_set_n_threads(self.ctx, n, n)
-        self.settings["n_threads"] = n
+        self.settings = settings
 
     # -- the measured loop ------------------------------------------------------------------
     def _chunks(self, tokens: list[int]) -> list[tuple[Any, int]]:
@@ -203,7 +222,7 @@ class LlamaCppSession(Session):
             "n_params": n_params,
             "tensor_bytes": size,
             "bits_per_weight": round(size * 8 / n_params, 3) if n_params else None,
-            "quant_type": _file_type_name(meta.get("general.file_type")),
+            "quant_type": file_type_name(meta.get("general.file_type")),
             "n_vocab": self.n_vocab,
             "n_ctx_train": int(lib.llama_model_n_ctx_train(self.model)),
             "n_ctx": self.n_ctx,
@@ -226,18 +245,26 @@ _FTYPES = {
 }
 
 
-def _file_type_name(value: Any) -> str | None:
+def file_type_name(value: Any) -> str | None:
+    """The quantization a GGUF's general.file_type declares ("Q4_K_M"), or None."""
     try:
         return _FTYPES.get(int(value), f"ftype-{int(value)}")
     except (TypeError, ValueError):
         return None
 
 
+_file_type_name = file_type_name
+
+
 class LlamaCppBackend(Backend):
     name = "llama-cpp"
 
+    @classmethod
+    def cell_settings(cls, values: Mapping[str, Any]) -> LlamaCppCell:
+        return LlamaCppCell.from_values(values)
+
     def load(
-        self, model_path: Path | None, settings: dict[str, Any], seed: int,
+        self, model_path: Path | None, settings: LlamaCppCell | Mapping[str, Any], seed: int,
         model_name: str | None = None,
     ) -> Session:
         if model_path is None:
@@ -245,33 +272,34 @@ class LlamaCppBackend(Backend):
                 f"llama-cpp runs a local GGUF file; model {model_name!r} is only a server's "
                 "name ('served'), give 'path', 'repo' or 'package' instead"
             )
-        lib = _lib()
+        s: LlamaCppCell = as_cell_settings(type(self), settings)
+        lib = llama_lib()
         verbose = bool(os.environ.get("BENCH_LLAMA_VERBOSE"))
-        n_threads = int(settings["n_threads"])
+        n_threads = s.n_threads
         try:
-            with _quiet_stderr(not verbose):
+            with quiet_stderr(not verbose):
                 llm = lib.Llama(
                     model_path=str(model_path),
-                    n_ctx=int(settings["n_ctx"]),
-                    n_batch=int(settings["n_batch"]),
-                    n_ubatch=int(settings["n_ubatch"]),
+                    n_ctx=s.n_ctx,
+                    n_batch=s.n_batch,
+                    n_ubatch=s.n_ubatch,
                     n_threads=n_threads,
                     n_threads_batch=n_threads,
-                    n_gpu_layers=int(settings["n_gpu_layers"]),
-                    flash_attn=bool(settings["flash_attn"]),
-                    use_mmap=bool(settings.get("use_mmap", True)),
+                    n_gpu_layers=s.n_gpu_layers,
+                    flash_attn=s.flash_attn,
+                    use_mmap=s.use_mmap,
                     seed=seed,
                     logits_all=False,
                     verbose=verbose,
                 )
         except (ValueError, RuntimeError, OSError) as e:
             raise BackendError(f"llama.cpp could not load {model_path}: {e}") from None
-        return LlamaCppSession(llm, model_path, settings)
+        return LlamaCppSession(llm, model_path, s)
 
     @classmethod
     def software(cls) -> dict[str, Any]:
         try:
-            lib = _lib()
+            lib = llama_lib()
         except BackendError as e:
             return {"llama_cpp_python": None, "error": str(e)}
         info = lib.llama_print_system_info()

@@ -15,12 +15,22 @@ import os
 import re
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.backends.base import Backend, BackendError, Edge, Prompt, Session, Trace
-from bench.backends.http_settings import BUILTIN_PLACEHOLDERS, placeholders
+from bench.backends.base import (
+    Backend,
+    BackendError,
+    Edge,
+    Prompt,
+    Session,
+    Trace,
+    as_cell_settings,
+)
+from bench.backends.http_settings import BUILTIN_PLACEHOLDERS, OpenAISettings, placeholders
+from bench.backends.openai.config import HttpCell
 from bench.backends.server import (
     Http,
     ManagedServer,
@@ -31,18 +41,19 @@ from bench.backends.server import (
     redact_url,
 )
 from bench.backends.sse import StreamError, StreamResult, iter_sse, read_openai_stream
+from bench.redact import register_secret
 
 
 class Tokenizer:
     """The model's own tokenizer (llama.cpp with the vocabulary only: no weights, no context)."""
 
     def __init__(self, path: Path):
-        from bench.backends.llama_cpp import _lib, _quiet_stderr
+        from bench.backends.llama_cpp.backend import llama_lib, quiet_stderr
 
-        lib = _lib()
+        lib = llama_lib()
         self.path = path
         try:
-            with _quiet_stderr(not os.environ.get("BENCH_LLAMA_VERBOSE")):
+            with quiet_stderr(not os.environ.get("BENCH_LLAMA_VERBOSE")):
                 self.llm = lib.Llama(model_path=str(path), vocab_only=True, verbose=False)
         except (ValueError, RuntimeError, OSError) as e:
             raise BackendError(f"cannot read the tokenizer of {path}: {e}") from None
@@ -64,7 +75,7 @@ class _SyntheticPrompts:
     distinct word, so consecutive trials share no prompt prefix a server could reuse."""
 
     def __init__(self, tok: Tokenizer):
-        from bench.backends.llama_cpp import FILLER, LlamaCppSession
+        from bench.backends.llama_cpp.backend import FILLER, LlamaCppSession
 
         self.tok = tok
         self._build = LlamaCppSession.prompt
@@ -127,7 +138,7 @@ class HttpSession(Session):
     def __init__(
         self,
         http: Http,
-        settings: dict[str, Any],
+        settings: HttpCell,
         model: str,
         seed: int,
         server: ManagedServer | None,
@@ -135,15 +146,15 @@ class HttpSession(Session):
         tokenizer_from: str | None,
     ):
         self.http = http
-        self.settings = dict(settings)
+        self.settings = settings
         self.model = model
         self.seed = seed
         self.server = server
         self.tok = tokenizer
         self.tokenizer_from = tokenizer_from
         self.synth = _SyntheticPrompts(tokenizer) if tokenizer is not None else None
-        self.label = str(settings.get("label") or self.backend)
-        self.vary = bool(settings.get("vary_prompt", True))
+        self.label = settings.label
+        self.vary = settings.spec.vary_prompt
         self.trial = 0
         self._pid = server.pid if server is not None else listening_pid(http.host, http.port)
         self._calibrated: dict[int, tuple[str, int]] = {}
@@ -183,7 +194,7 @@ class HttpSession(Session):
         tokens, found with a few short requests (the server's own count decides)."""
         if n in self._calibrated:
             return self._calibrated[n]
-        from bench.backends.llama_cpp import FILLER
+        from bench.backends.llama_cpp.backend import FILLER
 
         words = FILLER.split()
         pool = words * (n // len(words) + 4)
@@ -247,8 +258,11 @@ class HttpSession(Session):
         return _Counts(n_prompt, n_gen, p_src if p_src == g_src else f"{p_src}/{g_src}")
 
     # -- facts ------------------------------------------------------------------------------
-    def configure(self, run_settings: dict[str, Any]) -> None:
-        self.settings.update(run_settings)
+    def configure(self, settings: HttpCell | Mapping[str, Any]) -> None:
+        self.settings = (
+            self.settings.updated(settings) if isinstance(settings, Mapping) else settings
+        )
+        self.label = self.settings.label
 
     def info(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -365,28 +379,29 @@ class OpenAISession(HttpSession):
         self._models = models
 
     def _path(self) -> str:
-        return "/chat/completions" if self.settings.get("endpoint") == "chat" else "/completions"
+        return "/chat/completions" if self.settings.endpoint == "chat" else "/completions"
 
     def _body(self, text: str, tokens: list[int] | None, n_gen: int, stop_at_eos: bool,
               stream: bool = True) -> dict[str, Any]:
-        s = self.settings
+        s = self.settings.spec
+        assert isinstance(s, OpenAISettings)
         body: dict[str, Any] = {"model": self.model}
-        if s.get("endpoint") == "chat":
+        if self.settings.endpoint == "chat":
             body["messages"] = [{"role": "user", "content": text}]
-        elif s.get("prompt_as_tokens") and tokens is not None:
+        elif s.prompt_as_tokens and tokens is not None:
             body["prompt"] = tokens
         else:
             body["prompt"] = text
-        body.update(max_tokens=n_gen, temperature=float(s.get("temperature", 0.0)),
+        body.update(max_tokens=n_gen, temperature=s.temperature,
                     seed=self.seed, stream=stream)
         if stream:
             body["stream_options"] = {"include_usage": True}
         if not stop_at_eos:
-            if s.get("ignore_eos", True):
+            if s.ignore_eos:
                 body["ignore_eos"] = True
-            if s.get("min_tokens", True):
+            if s.min_tokens:
                 body["min_tokens"] = n_gen
-        body.update(s.get("extra_body") or {})
+        body.update(s.extra_body)
         return body
 
     def server_prompt_count(self, text: str) -> int | None:
@@ -406,7 +421,7 @@ class OpenAISession(HttpSession):
     def generate(self, prompt: Prompt, n_gen: int, stop_at_eos: bool, on_edge: Edge) -> Trace:
         assert isinstance(prompt, HttpPrompt)
         text, tokens = self._variant(prompt)
-        chat = self.settings.get("endpoint") == "chat"
+        chat = self.settings.endpoint == "chat"
         body = self._body(text, tokens, n_gen, stop_at_eos)
 
         def reader(resp: Any, first: Any) -> StreamResult:
@@ -452,7 +467,7 @@ class OpenAISession(HttpSession):
 
     def info(self) -> dict[str, Any]:
         out = super().info()
-        out["server_endpoint"] = self.settings.get("endpoint")
+        out["server_endpoint"] = self.settings.endpoint
         out["server_models"] = self._models
         return out
 
@@ -460,8 +475,8 @@ class OpenAISession(HttpSession):
 # -- loading ---------------------------------------------------------------------------------
 
 
-def api_key(settings: dict[str, Any]) -> str | None:
-    env = settings.get("api_key_env")
+def api_key(settings: HttpCell) -> str | None:
+    env = api_key_env(settings)  # only the openai backend has one
     if not env:
         return None
     key = os.environ.get(env)
@@ -470,12 +485,17 @@ def api_key(settings: dict[str, Any]) -> str | None:
             f"api_key_env names the environment variable {env}, but it is not set; export it "
             "with the server's key"
         )
+    register_secret(key)  # nothing bench stores may contain it
     return key
 
 
-def served_name(settings: dict[str, Any], model_path: Path | None, name: str | None) -> str:
-    if settings.get("model"):
-        return str(settings["model"])
+def api_key_env(settings: HttpCell) -> str | None:
+    return getattr(settings.spec, "api_key_env", None)
+
+
+def served_name(settings: HttpCell, model_path: Path | None, name: str | None) -> str:
+    if settings.spec.model:
+        return settings.spec.model
     if name:
         return name
     if model_path is not None:
@@ -483,9 +503,9 @@ def served_name(settings: dict[str, Any], model_path: Path | None, name: str | N
     raise BackendError("the backend needs `model:`, the name the server knows the model by")
 
 
-def load_tokenizer(settings: dict[str, Any], model_path: Path | None
+def load_tokenizer(settings: HttpCell, model_path: Path | None
                    ) -> tuple[Tokenizer | None, str | None]:
-    given = settings.get("tokenizer")
+    given = settings.spec.tokenizer
     path = Path(os.path.expanduser(str(given))) if given else model_path
     if path is None:
         return None, None
@@ -495,7 +515,7 @@ def load_tokenizer(settings: dict[str, Any], model_path: Path | None
 
 
 def start_server(
-    settings: dict[str, Any],
+    settings: HttpCell,
     model_path: Path | None,
     model: str,
     key: str | None,
@@ -504,13 +524,13 @@ def start_server(
     ready_headers: dict[str, str],
 ) -> tuple[ManagedServer | None, str]:
     """Launch the configured server (if any) and return it with the base URL to use."""
-    spec = settings.get("server")
-    if not spec:
-        url = settings.get("url") or default_url
+    spec = settings.spec.server
+    if spec is None:
+        url = settings.spec.url or default_url
         return None, url
-    host = spec.get("host") or "127.0.0.1"
-    port = spec.get("port") or free_port(host)
-    templates = [*spec["command"], *spec.get("env", {}).values()]
+    host = spec.host
+    port = spec.port or free_port(host)
+    templates = [*spec.command, *spec.env.values()]
     needed = {f for t in templates for f in placeholders(t)}
     if "model_path" in needed and model_path is None:
         raise BackendError(
@@ -523,21 +543,21 @@ def start_server(
                               "model_path": str(model_path) if model_path else "",
                               "python": sys.executable}
     for name in needed - set(BUILTIN_PLACEHOLDERS) - {"api_key"}:
-        if name not in settings:
+        if name not in settings.server_args:
             raise BackendError(f"server.command uses {{{name}}}, which has no value")
-        values[name] = settings[name]
-    url = fill(settings.get("url") or default_url, values)
-    ready = fill(spec.get("ready_url") or (url + default_ready_path), values)
-    label = re.sub(r"[^\w.-]+", "_", str(settings.get("label") or "server"))
-    log_path = log_dir_for(settings) / f"server-{label}-{port}.log"
+        values[name] = settings.server_args[name]
+    url = fill(settings.spec.url or default_url, values)
+    ready = fill(spec.ready_url or (url + default_ready_path), values)
+    label = re.sub(r"[^\w.-]+", "_", settings.label or "server")
+    log_path = log_dir_for({"log_dir": settings.log_dir}) / f"server-{label}-{port}.log"
     server = ManagedServer(
-        command=spec["command"],
-        env=spec.get("env") or {},
+        command=list(spec.command),
+        env=dict(spec.env),
         values=values,
         secrets={"api_key": key} if key else {},
         ready_url=ready,
-        startup_timeout_s=float(spec.get("startup_timeout_s", 120.0)),
-        stop_timeout_s=float(spec.get("stop_timeout_s", 10.0)),
+        startup_timeout_s=spec.startup_timeout_s,
+        stop_timeout_s=spec.stop_timeout_s,
         log_path=log_path,
         ready_headers=ready_headers,
     )
@@ -548,23 +568,28 @@ def start_server(
 class OpenAIBackend(Backend):
     name = "openai"
 
+    @classmethod
+    def cell_settings(cls, values: Mapping[str, Any]) -> HttpCell:
+        return HttpCell.from_values(OpenAISettings, cls.name, values)
+
     def load(
-        self, model_path: Path | None, settings: dict[str, Any], seed: int,
+        self, model_path: Path | None, settings: HttpCell | Mapping[str, Any], seed: int,
         model_name: str | None = None,
     ) -> Session:
-        name = served_name(settings, model_path, model_name)
-        key = api_key(settings)
+        cell: HttpCell = as_cell_settings(type(self), settings)
+        name = served_name(cell, model_path, model_name)
+        key = api_key(cell)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         server, url = start_server(
-            settings, model_path, name, key, "http://{host}:{port}/v1", "/models", headers
+            cell, model_path, name, key, "http://{host}:{port}/v1", "/models", headers
         )
         try:
-            http = Http(url, float(settings.get("timeout_s", 300.0)), headers,
+            http = Http(url, cell.spec.timeout_s, headers,
                         secrets=[key] if key else [], managed_hint=server is not None,
-                        key_env=settings.get("api_key_env"))
+                        key_env=api_key_env(cell))
             models = _probe_models(http)
-            tok, tok_from = load_tokenizer(settings, model_path)
-            return OpenAISession(http, settings, name, seed, server, tok, tok_from, models=models)
+            tok, tok_from = load_tokenizer(cell, model_path)
+            return OpenAISession(http, cell, name, seed, server, tok, tok_from, models=models)
         except BaseException:
             if server is not None:
                 server.stop()

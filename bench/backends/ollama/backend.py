@@ -10,17 +10,28 @@ the model when they change.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bench.backends.base import Backend, BackendError, Edge, Prompt, Session, Trace
-from bench.backends.openai_http import (
+from bench.backends.base import (
+    Backend,
+    BackendError,
+    Edge,
+    Prompt,
+    Session,
+    Trace,
+    as_cell_settings,
+)
+from bench.backends.http_settings import OllamaSettings
+from bench.backends.openai.backend import (
     HttpPrompt,
     HttpSession,
     load_tokenizer,
     served_name,
     start_server,
 )
+from bench.backends.openai.config import HttpCell
 from bench.backends.server import Http
 from bench.backends.sse import StreamResult, iter_ndjson, read_ollama_stream
 
@@ -73,20 +84,25 @@ class OllamaSession(HttpSession):
         super().__init__(*args, **kw)
         self.facts = dict(facts or {})
 
+    @property
+    def _spec(self) -> OllamaSettings:
+        spec = self.settings.spec
+        assert isinstance(spec, OllamaSettings)
+        return spec
+
     def options(self, n_predict: int) -> dict[str, Any]:
         s = self.settings
-        opts = {k: s[k] for k in s.get("option_names", []) if k in s}
-        opts.update(num_predict=n_predict, temperature=float(s.get("temperature", 0.0)),
-                    seed=self.seed)
+        opts: dict[str, Any] = dict(s.options)
+        opts.update(num_predict=n_predict, temperature=s.spec.temperature, seed=self.seed)
         return opts
 
     def _body(self, text: str, n_predict: int, stream: bool) -> dict[str, Any]:
         return {
             "model": self.model,
             "prompt": text,
-            "raw": bool(self.settings.get("raw", True)),
+            "raw": self._spec.raw,
             "stream": stream,
-            "keep_alive": self.settings.get("keep_alive", "30m"),
+            "keep_alive": self._spec.keep_alive,
             "options": self.options(n_predict),
         }
 
@@ -115,7 +131,7 @@ class OllamaSession(HttpSession):
             p_count if isinstance(p_count, int) else None,
             e_count if isinstance(e_count, int) else None,
             "usage",
-            len(tokens) if tokens is not None and self.settings.get("raw", True) else None,
+            len(tokens) if tokens is not None and self._spec.raw else None,
             n_gen,
             False,
         )
@@ -129,7 +145,7 @@ class OllamaSession(HttpSession):
 
     def close(self) -> None:
         try:
-            if self.settings.get("unload_on_close", True):
+            if self._spec.unload_on_close:
                 _unload(self.http, self.model)
         except BackendError:
             pass  # the server may already be gone; closing must not fail the run
@@ -178,37 +194,43 @@ def _show(http: Http, model: str) -> dict[str, Any]:
 class OllamaBackend(Backend):
     name = "ollama"
 
+    @classmethod
+    def cell_settings(cls, values: Mapping[str, Any]) -> HttpCell:
+        return HttpCell.from_values(OllamaSettings, cls.name, values)
+
     def load(
-        self, model_path: Path | None, settings: dict[str, Any], seed: int,
+        self, model_path: Path | None, settings: HttpCell | Mapping[str, Any], seed: int,
         model_name: str | None = None,
     ) -> Session:
-        name = served_name(settings, model_path, model_name)
-        managed = bool(settings.get("server"))
+        cell: HttpCell = as_cell_settings(type(self), settings)
+        spec = cell.spec
+        assert isinstance(spec, OllamaSettings)
+        name = served_name(cell, model_path, model_name)
+        managed = spec.server is not None
         default = "http://{host}:{port}" if managed else DEFAULT_URL
-        server, url = start_server(settings, model_path, name, None, default, "/api/version", {})
+        server, url = start_server(cell, model_path, name, None, default, "/api/version", {})
         try:
-            http = Http(url, float(settings.get("timeout_s", 300.0)), managed_hint=managed)
+            http = Http(url, spec.timeout_s, managed_hint=managed)
             http.explain = _explainer(http.shown, name)
             version = http.json("GET", "/api/version", timeout_s=min(http.timeout_s, 30.0))
             facts: dict[str, Any] = {
                 "ollama_version": version.get("version") if isinstance(version, dict) else None
             }
-            if settings.get("unload_first", True):
+            if spec.unload_first:
                 _unload(http, name)
             # An empty prompt loads the model with these options and generates nothing.
             t0 = time.perf_counter()
             reply = http.json("POST", "/api/generate", {
                 "model": name, "stream": False,
-                "keep_alive": settings.get("keep_alive", "30m"),
-                "options": {k: settings[k] for k in settings.get("option_names", [])
-                            if k in settings},
+                "keep_alive": spec.keep_alive,
+                "options": dict(cell.options),
             })
             facts["ollama_load_request_s"] = time.perf_counter() - t0
             if isinstance(reply, dict) and reply.get("load_duration") is not None:
                 facts["ollama_load_ms"] = _ms(reply.get("load_duration"))
             facts.update(_show(http, name))
-            tok, tok_from = load_tokenizer(settings, model_path)
-            return OllamaSession(http, settings, name, seed, server, tok, tok_from, facts=facts)
+            tok, tok_from = load_tokenizer(cell, model_path)
+            return OllamaSession(http, cell, name, seed, server, tok, tok_from, facts=facts)
         except BaseException:
             if server is not None:
                 server.stop()
