@@ -8,7 +8,7 @@ Owns two formats:
 - `bencher`: Bencher Metric Format (BMF) JSON,
   `{benchmark: {measure: {"value", "lower_value"?, "upper_value"?}}}`.
 
-Benchmark names are `describe_cell` of the cell's parameters, the same as `bench compare`'s. A
+Benchmark names are `bench.columns.cell_label` of the cell's parameters, as everywhere. A
 value is the mean over non-warm-up successful trials; ranges and bounds are its 95 % Student's t
 confidence interval (left out when one trial gives no interval). Several runs of one machine are
 pooled per cell (`cell_key`), as compare pools baselines; runs of several machines are refused.
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
-from bench.compare import describe_cell
+from bench.columns import cell_label, unique_labels
 from bench.report.data import (
     DECODE,
     J_PER_TOKEN,
@@ -48,10 +48,10 @@ BENCHER_FILE = "bencher.json"
 
 # Bencher measure slugs (created on first upload when the project lacks them).
 BENCHER_MEASURES = {
-    PREFILL.key: "prefill-tps",
-    DECODE.key: "decode-tps",
-    TTFT.key: "ttft-ms",
-    J_PER_TOKEN.key: "j-per-token",
+    PREFILL.name: "prefill-tps",
+    DECODE.name: "decode-tps",
+    TTFT.name: "ttft-ms",
+    J_PER_TOKEN.name: "j-per-token",
 }
 EXPORTED: tuple[Metric, ...] = (PREFILL, DECODE, TTFT, J_PER_TOKEN)
 
@@ -69,47 +69,49 @@ class ExportCell:
     runs: list[str] = field(default_factory=list)
     samples: list[dict[str, Any]] = field(default_factory=list)
     machine: str = ""
+    flags: list[str] = field(default_factory=list)  # validity flags of the pooled cells
 
     def summary(self, metric: Metric) -> Summary | None:
-        vals = [float(r[metric.key]) * metric.scale for r in self.samples
-                if isinstance(r.get(metric.key), (int, float))
-                and not isinstance(r.get(metric.key), bool) and math.isfinite(r[metric.key])]
+        vals = [float(r[metric.name]) * metric.scale for r in self.samples
+                if isinstance(r.get(metric.name), (int, float))
+                and not isinstance(r.get(metric.name), bool) and math.isfinite(r[metric.name])]
         return mean_ci(vals) if vals else None
 
     @property
     def energy_method(self) -> str:
         methods = {str(r.get("energy_method") or "") for r in self.samples
-                   if r.get(J_PER_TOKEN.key) is not None} - {""}
+                   if r.get(J_PER_TOKEN.name) is not None} - {""}
         return methods.pop() if len(methods) == 1 else ("mixed" if methods else "")
 
 
 def export_cells(cells: Sequence[CellSummary]) -> list[ExportCell]:
-    """Successful cells pooled by cell_key (else by run and cell id), named by describe_cell;
-    two different cells with one description get `#<key>` appended, as in compare."""
+    """Successful cells pooled by cell_key (else by run and cell id), named by their cell label;
+    two different cells with one label get `#<key>` appended, as in compare."""
     pooled: dict[str, ExportCell] = {}
     for c in cells:
         if not c.ok:
             continue
         key = c.cell_key or f"{c.run.run_id}/{c.cell_id}"
-        e = pooled.setdefault(key, ExportCell(describe_cell(c.params), c.params,
+        e = pooled.setdefault(key, ExportCell(cell_label(c.params), c.params,
                                               machine=c.run.machine_label))
         if c.run.run_id not in e.runs:
             e.runs.append(c.run.run_id)
         e.samples.extend(c.samples)
-    seen: dict[str, int] = {}
-    for e in pooled.values():
-        seen[e.name] = seen.get(e.name, 0) + 1
+        for f in c.flags:
+            text = f"{f.text} (run {c.run.run_id})"
+            if text not in e.flags:
+                e.flags.append(text)
+    names = unique_labels({k: e.name for k, e in pooled.items()})
     for key, e in pooled.items():
-        if seen[e.name] > 1:
-            e.name = f"{e.name} #{key[:8]}"
+        e.name = names[key]
     return list(pooled.values())
 
 
 def _metric_name(cell: ExportCell, metric: Metric) -> tuple[str, str]:
     """(suffix for the benchmark name, unit). Estimated energy is a series of its own, so a
     tracker never draws an estimate and a measurement as one line."""
-    unit = metric.unit
-    name = metric.key if metric.key != TTFT.key else "ttft_ms"
+    unit = metric.display_unit
+    name = metric.name if metric.name != TTFT.name else "ttft_ms"
     if metric.energy and cell.energy_method in ("estimate", "mixed"):
         name += f" ({cell.energy_method})"
     return name, unit
@@ -140,6 +142,8 @@ def github_entries(cells: Sequence[ExportCell]) -> tuple[list[dict], list[dict]]
                 extra += f"; energy method: {cell.energy_method}"
                 if cell.energy_method == "estimate":
                     extra += " (ESTIMATED from CPU time, not measured)"
+            if cell.flags:  # read these numbers with care: the run says why
+                extra += "; UNRELIABLE: measured " + "; ".join(cell.flags)
             entry["extra"] = extra
             (bigger if metric.higher_is_better else smaller).append(entry)
     return bigger, smaller
@@ -153,7 +157,7 @@ def bencher_document(cells: Sequence[ExportCell]) -> dict[str, dict[str, dict[st
             s = cell.summary(metric)
             if s is None:
                 continue
-            slug = BENCHER_MEASURES[metric.key]
+            slug = BENCHER_MEASURES[metric.name]
             if metric.energy and cell.energy_method in ("estimate", "mixed"):
                 slug += f"-{cell.energy_method}"
             m: dict[str, float] = {"value": s.mean}

@@ -338,3 +338,49 @@ def mann_whitney_u(
         return u1, 1.0
     z = (max(u1, n1 * n2 - u1) - mu - 0.5) / math.sqrt(var)
     return u1, min(1.0, 2.0 * normal_sf(z))
+
+
+# --------------------------------------------------------------------------------------------
+# The difference of two means
+
+
+def welch_df(sd1: float, n1: int, sd2: float, n2: int) -> float:
+    """Welch-Satterthwaite degrees of freedom for the difference of two means."""
+    a, b = sd1 * sd1 / n1, sd2 * sd2 / n2
+    if a + b == 0.0:
+        return float(n1 + n2 - 2)
+    return (a + b) ** 2 / (a * a / (n1 - 1) + b * b / (n2 - 1))
+
+
+def diff_ci(
+    base: Sequence[float], cand: Sequence[float], level: float = 0.95
+) -> tuple[float, float]:
+    """(mean(cand) - mean(base), half width of its Welch t interval at `level`).
+
+    Raises ValueError for fewer than two values on either side (no interval).
+    """
+    b, c = _finite(base, "base"), _finite(cand, "cand")
+    if len(b) < 2 or len(c) < 2:
+        raise ValueError("a difference needs at least two values on each side")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"confidence level must be between 0 and 1, got {level}")
+    sb, sc = stdev(b), stdev(c)
+    diff = math.fsum(c) / len(c) - math.fsum(b) / len(b)
+    se = math.sqrt(sb * sb / len(b) + sc * sc / len(c))
+    if se == 0.0:
+        return diff, 0.0
+    df = welch_df(sb, len(b), sc, len(c))
+    return diff, t_quantile(0.5 + level / 2.0, df) * se
+
+
+def change_pct_ci(
+    base: Sequence[float], cand: Sequence[float], level: float = 0.95
+) -> tuple[float, float]:
+    """(change %, half width of its interval): the Welch interval of the difference of means
+    relative to the baseline mean, which is taken as exact (its own spread is in the
+    interval's standard error). Raises ValueError as `diff_ci`, or for a zero baseline mean."""
+    diff, half = diff_ci(base, cand, level)
+    m = math.fsum(base) / len(base)
+    if m == 0.0:
+        raise ValueError("the baseline mean is zero: no relative change")
+    return diff / abs(m) * 100.0, half / abs(m) * 100.0

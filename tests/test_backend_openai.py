@@ -311,6 +311,10 @@ def test_without_usage_or_length_the_tokenizer_counts_the_text(smol_path):
 def test_synthetic_prompts_match_the_in_process_tokens_and_vary_per_trial(server, smol_path):
     from bench.backends.llama_cpp import FILLER
 
+    # The replay server's usage counts the 40 tokens it is sent, as a real server would.
+    usage = {**USAGE, "usage": {**USAGE["usage"], "prompt_tokens": 40}}
+    server.routes["POST /v1/completions"] = (200, "text/event-stream", [*STREAM[:-2],
+                                             *sse(usage, b"[DONE]")])
     s = load(server, smol_path, prompt_as_tokens=True)
     p = s.prompt("synthetic-40", 40, None)
     tok = s.tok

@@ -13,6 +13,7 @@ import pytest
 
 from bench.compare import Compare, CompareError, Gate, parse_threshold_pct
 from bench.results import load_run, write_json, write_table
+from bench.stats import mean_ci
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data" / "compare"
@@ -20,6 +21,9 @@ BASE = DATA / "base"
 
 
 def compare(baseline: Any, candidate: Path, **kw: Any) -> tuple[int, str, str]:
+    # The golden data were written around a 5 % threshold (10 % changes, 0.5 % noise); the
+    # default is tested on its own below.
+    kw.setdefault("threshold_pct", 5.0)
     out, err = io.StringIO(), io.StringIO()
     base = baseline if isinstance(baseline, list) else [baseline]
     code = Compare().run(base, candidate, out=out, err=err, **kw)
@@ -342,6 +346,28 @@ def test_a_folder_without_runs_is_refused(tmp_path):
     assert "neither a bench run folder nor a folder of run folders" in err
 
 
+def test_the_default_threshold_is_twice_the_runners_cv_limit(tmp_path):
+    from bench.compare import DEFAULT_THRESHOLD_PCT
+    from bench.config import Execution
+
+    assert Gate().threshold_pct == DEFAULT_THRESHOLD_PCT == 2 * Execution().max_cv_pct
+
+    def eight_pct_slower(r: dict[str, Any]) -> dict[str, Any]:
+        if r.get("decode_tps") is not None:  # the failed trial has none
+            r["decode_tps"] = r["decode_tps"] * 0.92
+        return r
+
+    cand = copy_run(BASE, tmp_path / "slower8", eight_pct_slower)
+    out, err = io.StringIO(), io.StringIO()
+    code = Compare().run([BASE], cand, fmt="json", out=out, err=err)  # the default threshold
+    doc = json.loads(out.getvalue())
+    assert code == 0 and doc["summary"]["threshold_pct"] == 10.0
+    decode = row(doc, 2, "decode_tps")
+    assert decode["significant"] is True and decode["mark"] == "~"  # real, but within 10 %
+    code, doc = compare_json(BASE, cand)  # at 5 % the same change is a regression
+    assert code == 1 and row(doc, 2, "decode_tps")["mark"] == "+"
+
+
 def test_gate_parses_a_percentage():
     assert Gate.parse("5%") == Gate(5.0, 0.05)
     assert Gate.parse(" 2.5 % ", alpha=0.01) == Gate(2.5, 0.01)
@@ -368,10 +394,14 @@ def test_markdown_has_a_verdict_line_and_the_table():
     assert code == 1
     lines = out.splitlines()
     assert lines[0].startswith("**bench compare: REGRESSION: 2 worse, 0 better, 6 unchanged")
-    assert "| cell | metric | baseline | candidate | change | test | mark | note |" in lines
+    assert "| cell | metric | unit | baseline | candidate | change | test | mark | note |" in lines
     decode = next(line for line in lines if "| decode_tps |" in line and "t=2" in line)
     assert "-10.0%" in decode and "p=0.0022" in decode and "`+`" in decode
-    assert "100.3 ± 0.67 (n=6)" in decode
+    # ± is the 95% CI half width (t(5) = 2.571 x sd / sqrt(6)), not the sd (0.67).
+    ci = mean_ci(BASE_T2_DECODE)
+    assert ci.half_width == pytest.approx(2.5706 * ci.sd / math.sqrt(6), rel=1e-4)
+    assert f"{ci.mean:.2f} ± {ci.half_width:.2f} (n=6)" in decode  # the mean to the same place
+    assert "95% confidence interval" in out
 
 
 def test_table_is_plain_text_off_a_terminal_and_ignores_columns(monkeypatch):
@@ -397,6 +427,187 @@ def test_json_is_strict_and_carries_the_summary():
         "cell_key", "cell", "metric", "baseline_mean", "candidate_mean", "change_pct", "test",
         "p_value", "mark", "reason",
     }
+
+
+# --- validity flags: verdicts you can act on ---------------------------------------------------
+
+LOAD_WARNING = ("background CPU load was 51% during the idle baseline (above 10%): other programs "
+                "were running")
+CV_WARNING = ("decode t/s varies 12.0% across trials (coefficient of variation above 5%): the "
+              "machine was noisy")
+
+
+def flagged_copy(
+    src: Path, dst: Path, manifest_edit: Callable[[dict[str, Any]], None],
+    trial_edit: Callable[[dict[str, Any]], dict[str, Any] | None] = lambda r: r,
+) -> Path:
+    """A copy of a run whose manifest (and trials) record what the runner records when it sees
+    background load, a noisy cell or a throttled device."""
+    copy_run(src, dst, trial_edit)
+    manifest = json.loads((dst / "manifest.json").read_text())
+    manifest_edit(manifest)
+    write_json(dst / "manifest.json", manifest)
+    return dst
+
+
+def loaded(m: dict[str, Any]) -> None:
+    m["guards"] = {"idle_cpu_load_pct": 51.0, "warnings": [LOAD_WARNING]}
+
+
+def test_a_regression_measured_under_background_load_is_unreliable_not_a_regression(tmp_path):
+    cand = flagged_copy(DATA / "slower", tmp_path / "loaded", loaded)
+    code, out, err = compare(BASE, cand)
+    assert code == 3
+    assert "REGRESSION" not in out
+    assert out.splitlines()[-1].startswith(
+        "bench compare: UNRELIABLE: candidate measured under background load (51% CPU")
+    assert err.startswith("bench compare: unreliable: candidate measured under background load")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    code, doc = compare_json(BASE, cand)
+    assert (code, doc["summary"]["verdict"], doc["summary"]["exit_code"]) == (3, "unreliable", 3)
+    assert doc["summary"]["headline"].startswith("unreliable: candidate measured under "
+                                                 "background load")
+    decode = row(doc, 2, "decode_tps")
+    # The numbers stay: the row says what it would have been, and why it is not trusted.
+    assert (decode["mark"], decode["unflagged_mark"]) == ("?", "+")
+    assert decode["change_pct"] == pytest.approx(-10.0, abs=1e-9)
+    assert "candidate measured under background load" in decode["reason"]
+    _, md, _ = compare(BASE, cand, fmt="markdown")
+    assert md.startswith("**bench compare: UNRELIABLE: candidate measured under background load")
+    assert "`?+`" in md
+
+
+def test_background_load_in_a_pooled_baseline_run_names_that_run(tmp_path):
+    pooled = tmp_path / "pooled"
+    pooled.mkdir()
+    for p in sorted((DATA / "pooled").iterdir()):
+        copy_run(p, pooled / p.name, lambda r: r)
+    flagged_copy(DATA / "pooled" / "20250228T120000Z-compare-main-2",
+                 tmp_path / "tmp-main-2", loaded)
+    import shutil
+    shutil.rmtree(pooled / "20250228T120000Z-compare-main-2")
+    shutil.move(tmp_path / "tmp-main-2", pooled / "20250228T120000Z-compare-main-2")
+    code, doc = compare_json(pooled, DATA / "same")
+    assert code == 3
+    assert doc["summary"]["unreliable_because"][0].startswith(
+        "baseline 20250228T120000Z-compare-main-2 measured under background load")
+
+
+def test_a_noisy_cell_makes_only_its_own_rows_unreliable(tmp_path):
+    def noisy_t2(m: dict[str, Any]) -> None:
+        m["cells"][0]["warnings"] = [CV_WARNING]
+
+    base = flagged_copy(BASE, tmp_path / "noisy-base", noisy_t2)
+    code, doc = compare_json(base, DATA / "same")
+    assert code == 3
+    assert {r["mark"] for r in doc["rows"] if " t=2 " in r["cell"]} == {"?"}
+    assert {r["mark"] for r in doc["rows"] if " t=4 " in r["cell"]} == {"~"}
+    assert "baseline measured decode t/s varies 12.0% across trials" in row(doc, 2, "decode_tps")[
+        "reason"]
+
+
+def test_throttled_trials_flag_their_cell(tmp_path):
+    state = json.dumps({"nvml": {"gpu0": {"throttle_reasons": ["sw_thermal_slowdown"]}}})
+    idle = json.dumps({"nvml": {"gpu0": {"throttle_reasons": ["gpu_idle"]}}})
+
+    def throttle_t4(r: dict[str, Any]) -> dict[str, Any]:
+        r["meter_state_end"] = state if r["n_threads"] == 4 else idle
+        return r
+
+    cand = flagged_copy(DATA / "same", tmp_path / "hot", lambda m: None, throttle_t4)
+    code, doc = compare_json(BASE, cand)
+    assert code == 3
+    assert "candidate measured throttled (sw_thermal_slowdown)" in row(doc, 4, "decode_tps")[
+        "reason"]
+    # An idle GPU's clock reason is not throttling.
+    assert {r["mark"] for r in doc["rows"] if " t=2 " in r["cell"]} == {"~"}
+
+
+def test_estimated_energy_is_left_out_by_default_and_unreliable_when_asked_for(tmp_path):
+    def estimated(r: dict[str, Any]) -> dict[str, Any]:
+        r["energy_method"] = "estimate"
+        return r
+
+    base = copy_run(BASE, tmp_path / "est-base", estimated)
+    code, doc = compare_json(base, DATA / "estimate")
+    assert code == 0
+    assert "j_per_token" not in {r["metric"] for r in doc["rows"]}
+    code, doc = compare_json(base, DATA / "estimate", metrics=["j_per_token", "decode_tps"])
+    assert code == 3
+    energy = [r for r in doc["rows"] if r["metric"] == "j_per_token"]
+    assert {r["mark"] for r in energy} == {"?"}
+    assert "estimated energy" in energy[0]["reason"]
+    assert {r["mark"] for r in doc["rows"] if r["metric"] == "decode_tps"} == {"~"}
+
+
+def test_warn_only_reports_an_unreliable_comparison_but_exits_0(tmp_path):
+    cand = flagged_copy(DATA / "slower", tmp_path / "loaded", loaded)
+    code, out, _ = compare(BASE, cand, warn_only=True)
+    assert code == 0
+    assert "UNRELIABLE" in out and "(warn only)" in out
+
+
+def test_flagged_runs_of_another_machine_are_still_not_comparable(tmp_path):
+    cand = flagged_copy(DATA / "other_machine", tmp_path / "loaded", loaded)
+    code, _, _ = compare(BASE, cand)
+    assert code == 2
+
+
+LOADED_VM = HERE / "data" / "loaded_vm"
+
+
+def test_reruns_on_the_loaded_shared_vm_are_unreliable_never_a_regression():
+    """Eleven real runs of one config (tests/data/loaded_vm/noise.yaml) on this project's shared
+    2-core VM while other builds and tests ran: every pair is called unreliable, none a
+    regression, although their medians moved far beyond any threshold."""
+    import itertools
+    import statistics
+
+    from bench.compare import compare_runs
+
+    runs = [load_run(p) for p in sorted(LOADED_VM.iterdir()) if p.is_dir()]
+    assert len(runs) >= 10
+    medians = [statistics.median(r["decode_tps"] for r in run.trials
+                                 if r["status"] == "ok" and not r["warmup"]
+                                 and r["n_threads"] == 1) for run in runs]
+    assert max(medians) / min(medians) > 2  # the noise is real: no threshold would absorb it
+    verdicts = set()
+    for a, b in itertools.permutations(runs, 2):
+        c = compare_runs([a], b, metrics=["decode_tps"])
+        verdicts.add(c.verdict())
+        assert c.headline().startswith("unreliable: candidate measured under background load")
+    assert verdicts == {"unreliable"}
+
+
+# --- damaged run folders -------------------------------------------------------------------------
+
+
+def test_a_truncated_side_table_is_one_sentence_and_exit_2(tmp_path):
+    cand = copy_run(DATA / "same", tmp_path / "cut", lambda r: r)
+    whole = tmp_path / "whole.parquet"
+    write_table(whole, [{"run_id": "x", "cell_id": "c001", "trial": 1, "joules": 1.0}] * 50)
+    data = whole.read_bytes()
+    (cand / "energy.parquet").write_bytes(data[: len(data) // 2])
+    code, out, err = compare(BASE, cand)
+    assert code == 2 and out == ""
+    assert "energy.parquet" in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("cells", "c001"), ("guards", ["busy"]), ("machine", 7), ("cells", [3]),
+    ("cells", [{"cell_id": "c001", "params": "t=2"}]),
+])
+def test_a_manifest_with_fields_of_the_wrong_shape_is_one_sentence_and_exit_2(
+    tmp_path, field, value
+):
+    def damage(m: dict[str, Any]) -> None:
+        m[field] = value
+
+    cand = flagged_copy(DATA / "same", tmp_path / "bad", damage)
+    code, out, err = compare(BASE, cand)
+    assert code == 2 and out == ""
+    assert "manifest.json" in err and repr(field) in err or "cells[0]" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
 
 
 # --- the golden data ---------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from test_report import CELLS, MACHINE_B, WARMUP_DECODE_TPS, make_run
 
-from bench.compare import describe_cell
+from bench.columns import cell_label
 from bench.export import BENCHER_FILE, BIGGER_FILE, SMALLER_FILE, Export
 from bench.results import load_run
 from bench.stats import mean_ci
@@ -25,11 +25,11 @@ def rows(run) -> list[dict]:
 
 
 def _names(rows: list[dict]) -> list[str]:
-    """describe_cell of the successful cells, in run order."""
+    """cell_label of the successful cells, in run order."""
     seen: list[str] = []
     for r in rows:
-        if r["status"] == "ok" and describe_cell(r) not in seen:
-            seen.append(describe_cell(r))
+        if r["status"] == "ok" and cell_label(r) not in seen:
+            seen.append(cell_label(r))
     return seen
 
 
@@ -142,3 +142,65 @@ def test_usage_errors_exit_2_with_one_sentence(run, tmp_path, capsys):
     assert Export().run([tmp_path / "missing"], "bencher", tmp_path / "x") == 2
     err = capsys.readouterr().err
     assert "does not exist" in err and "Traceback" not in err
+
+
+def _damaged(src: Path, dst: Path, how: str) -> Path:
+    import json as _json
+    import shutil
+
+    shutil.copytree(src, dst)
+    if how == "truncated energy":
+        data = (src / "trials.parquet").read_bytes()
+        (dst / "energy.parquet").write_bytes(data[: len(data) // 2])
+    else:
+        m = _json.loads((dst / "manifest.json").read_text())
+        m["cells"] = [["c001", "not an object"]]
+        (dst / "manifest.json").write_text(_json.dumps(m))
+    return dst
+
+
+@pytest.mark.parametrize("how", ["truncated energy", "manifest shapes"])
+def test_a_damaged_run_folder_is_one_sentence_and_exit_2(run, tmp_path, capsys, how):
+    bad = _damaged(run, tmp_path / "bad", how)
+    assert Export().run([bad], "bencher", tmp_path / "b.json") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert ("energy.parquet" if how == "truncated energy" else "cells[0]") in err
+    assert not (tmp_path / "b.json").exists()
+
+
+def test_a_cell_that_failed_part_way_is_neither_exported_nor_summarised(run, tmp_path):
+    import json as _json
+    import shutil
+
+    from bench.report.data import load_runs, summarise
+
+    part = tmp_path / "part"
+    shutil.copytree(run, part)
+    m = _json.loads((part / "manifest.json").read_text())
+    m["cells"][0].update(status="error", error="worker killed after 3 trials (simulated)")
+    (part / "manifest.json").write_text(_json.dumps(m))
+    assert Export().run([part], "bencher", tmp_path / "b.json") == 0
+    doc = json.loads((tmp_path / "b.json").read_text())
+    first = cell_label(load_run(part).trials[0])
+    assert first not in doc and len(doc) == len(CELLS) - 1
+    cell = summarise(load_runs([part])).cells[0]
+    assert cell.samples and not cell.ok and cell.stats == {}  # kept, marked, not a result
+
+
+def test_a_flagged_run_says_so_in_every_entry(run, tmp_path):
+    import json as _json
+    import shutil
+
+    loaded = tmp_path / "loaded"
+    shutil.copytree(run, loaded)
+    m = _json.loads((loaded / "manifest.json").read_text())
+    m["guards"] = {"idle_cpu_load_pct": 60.0, "warnings": []}
+    (loaded / "manifest.json").write_text(_json.dumps(m))
+    assert Export().run([loaded], "github-action-benchmark", tmp_path / "gh") == 0
+    bigger = json.loads((tmp_path / "gh" / BIGGER_FILE).read_text())
+    assert all("UNRELIABLE: measured under background load (60% CPU" in e["extra"]
+               for e in bigger)
+    assert Export().run([run], "github-action-benchmark", tmp_path / "quiet") == 0
+    quiet = json.loads((tmp_path / "quiet" / BIGGER_FILE).read_text())
+    assert not any("UNRELIABLE" in e["extra"] for e in quiet)

@@ -17,9 +17,9 @@ from support import smol_config
 from bench.config import loads_config
 from bench.report import Report, default_out, plots
 from bench.report.data import CellSummary, ReportError, load_runs, pareto_front, summarise
-from bench.results import RunWriter, load_run
-from bench.stats import mean_ci
+from bench.results import RunWriter, load_run, write_json
 from bench.runner import Runner
+from bench.stats import mean_ci
 from bench.sweep import expand
 
 HOSTILE = "<script>alert(1)</script>"
@@ -30,8 +30,9 @@ MACHINE_A = {"id": "aaaa000011112222", "hostname": "box-a", "cpu_model": "AMD EP
              "os": "Linux", "gpus": []}
 MACHINE_B = {**MACHINE_A, "id": "bbbb333344445555", "hostname": "laptop-b",
              "cpu_model": "Intel Core i7-1185G7"}
-# The plots a synthetic run supports: four metrics, speed/energy, the threads sweep, power.
-SYNTHETIC_PLOTS = {"metric_prefill_tps.png", "metric_decode_tps.png", "metric_ttft.png",
+# The plots a synthetic run supports: the headline, four metrics, speed/energy, the threads
+# sweep, power.
+SYNTHETIC_PLOTS = {"headline.png", "metric_prefill_tps.png", "metric_decode_tps.png", "metric_ttft.png",
                    "metric_j_per_token.png", "speed_vs_energy.png", "sweep_n_threads.png",
                    "power_1.png"}
 
@@ -325,6 +326,45 @@ def test_an_unreadable_run_folder_exits_2(tmp_path, capsys):
     assert "power.parquet" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("how", ["truncated energy", "manifest shapes"])
+def test_a_damaged_run_folder_is_one_sentence_and_exit_2(synthetic, tmp_path, capsys, how):
+    from test_export import _damaged
+
+    bad = _damaged(synthetic, tmp_path / "bad", how)
+    assert Report().run([bad], out=tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert ("energy.parquet" if how == "truncated energy" else "cells[0]") in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("run_id", ["../../outside", "/tmp/elsewhere", "..", "a/../../b"])
+def test_a_run_id_from_the_manifest_cannot_put_the_report_outside_reports(synthetic, run_id):
+    run = load_run(synthetic)
+    run.manifest["run_id"] = run_id
+    out = default_out([run])
+    assert out.parent == Path("reports") and out.name not in ("", ".", "..")
+    assert out == Path("reports") / synthetic.name  # the folder's own name instead
+
+
+def test_link_and_image_syntax_from_a_config_cannot_reach_the_markdown(tmp_path):
+    run = make_run(tmp_path / "runs", "20260102T030405Z-links-0123abcd", failed=False)
+    m = load_run(run).manifest
+    m["config"]["name"] = "![pwn](https://evil.example/x.png)"
+    m["config"]["description"] = "[click me](https://evil.example/login)"
+    m["models"][HOSTILE]["description"] = "see ![](http://evil.example/t.gif)"
+    write_json(run / "manifest.json", m)
+    made = _report([run], tmp_path / "rep")
+    md = (made.out / "report.md").read_text()
+    assert "evil.example" in md.replace("\u200b", "")  # shown as text ...
+    # ... never as a link or an image: every [ ] ! from run text is backslash-escaped, and no
+    # bare URL is left for an autolinker.
+    assert not re.search(r"(?<!\\)\]\(http", md)
+    assert not re.search(r"(?<!\\)!(?<!\\)\[pwn", md)
+    assert "\\[click me\\]" in md and "\\!\\[pwn\\]" in md
+    assert "https://evil" not in md and "http://evil" not in md
+
+
 def test_stale_figures_of_an_earlier_report_are_removed(report):
     assert not (report / "sweep_n_gpu_layers.png").exists()
     assert (report / "notes.png").read_bytes() == b"mine"  # not a report name: left alone
@@ -398,7 +438,7 @@ def real_run(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_report_on_a_real_small_run(real_run, tmp_path):
     assert Report().run([real_run], out=tmp_path) == 0
-    expected = {"metric_prefill_tps.png", "metric_decode_tps.png", "metric_ttft.png",
+    expected = {"headline.png", "metric_prefill_tps.png", "metric_decode_tps.png", "metric_ttft.png",
                 "metric_j_per_token.png", "speed_vs_energy.png", "sweep_prompt_tokens.png",
                 "power_1.png"}
     assert _png_names(tmp_path) == expected

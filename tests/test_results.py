@@ -228,9 +228,9 @@ def test_every_string_the_writer_stores_is_redacted(tmp_path):
     assert secret.encode() not in on_disk
     w.flush()
     on_disk = b"".join(p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file())
-    assert secret.encode() not in on_disk and b"[redacted]" in on_disk
+    assert secret.encode() not in on_disk and b"***" in on_disk
     run = load_run(tmp_path / "r")
-    assert run.trials[0]["error"] == "server said: Authorization: Bearer [redacted]"
+    assert run.trials[0]["error"] == "server said: Authorization: Bearer ***"
 
 
 def test_redact_masks_registered_secrets_and_authorization_values_everywhere():
@@ -240,8 +240,8 @@ def test_redact_masks_registered_secrets_and_authorization_values_everywhere():
     got = redact({"a": ["x hunter2-key y", ("hunter2-key",)], "hunter2-key": 1,
                   "h": '{"authorization": "Bearer abcdefghijk"}', "n": 5,
                   "plain": "the bearer of good news"})
-    assert got == {"a": ["x [redacted] y", ("[redacted]",)], "[redacted]": 1,
-                   "h": '{"authorization": "Bearer [redacted]"}', "n": 5,
+    assert got == {"a": ["x *** y", ("***",)], "***": 1,
+                   "h": '{"authorization": "Bearer ***"}', "n": 5,
                    "plain": "the bearer of good news"}
 
 

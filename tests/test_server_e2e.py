@@ -21,6 +21,7 @@ from bench.backends.llama_cpp import LlamaCppBackend
 from bench.backends.openai.backend import OpenAIBackend
 from bench.backends.server import ManagedServer
 from bench.cli import main
+from bench.metrics import prompt_check, trial_timing
 from bench.results import load_run
 from support import REPO, SMOL_MODEL_YAML
 
@@ -322,6 +323,35 @@ energy: {meters: none, idle_s: 0}
     model = run.manifest["models"]["smollm2-135m"]
     assert "***" in model["server_command"]
     assert json.dumps(run.manifest).count("BENCH_TEST_SERVER_KEY") >= 1  # the name is kept
+
+
+@pytest.mark.slow
+def test_a_fixed_prompt_through_llama_cpp_server_fails_no_trial_though_its_prefix_is_reused(
+    smol_path, tmp_path
+):
+    # llama-cpp-python's server drops `cache_prompt` (an unknown field) and always reuses the
+    # prefix a request shares with the previous one; it reports no timings, so no trial fails
+    # as "KV cache reused", and the only trace of the reuse is its verbose log.
+    settings = {
+        "label": "llama_cpp.server", "endpoint": "completions", "url": None, "model": None,
+        "timeout_s": 120.0, "log_dir": str(tmp_path), "extra_body": {"repeat_penalty": 1.0},
+        "n_threads": 1, "n_ctx": 512,
+        "server": {"command": [PY, "-m", "llama_cpp.server", "--model", "{model_path}",
+                               "--host", "{host}", "--port", "{port}", "--n_ctx", "{n_ctx}",
+                               "--n_threads", "{n_threads}", "--verbose", "true"],
+                   "startup_timeout_s": 120.0, "env": {}},
+    }
+    served = OpenAIBackend().load(smol_path, settings, seed=42, model_name="smollm2-135m")
+    try:
+        p = served.prompt("fixed", None, "The river runs long and the way home runs longer")
+        rows = [trial_timing(served.generate(p, 8, False, lambda e: None)) for _ in range(3)]
+        log_path = served.server.log_path
+    finally:
+        served.close()
+    assert [prompt_check(r) for r in rows] == [None, None, None]
+    assert {(r["n_prompt"], r["n_gen"]) for r in rows} == {(rows[0]["n_prompt"], 8)}
+    assert "engine_n_p_eval" not in rows[0]  # nothing bench could check the prompt against
+    assert log_path.read_text().count("prefix-match hit") >= 2  # trials 2 and 3 reused it
 
 
 @pytest.mark.slow

@@ -17,10 +17,12 @@ from bench.stats import (
     betainc,
     cv,
     mann_whitney_u,
+    mean,
     mean_ci,
     min_achievable_p,
     mwu_method,
     percentile,
+    stdev,
     t_cdf,
     t_quantile,
 )
@@ -250,3 +252,44 @@ def test_min_achievable_p_decides_whether_the_exact_test_can_reach_alpha():
     assert min_achievable_p(4, 4) == pytest.approx(2 / 70)
     assert min_achievable_p(0, 5) == 1.0
     assert min_achievable_p(1, 1) == 1.0
+
+
+# --- the difference of two means ---------------------------------------------------------------
+
+
+def test_welch_df_equals_the_pooled_df_for_equal_spreads_and_sizes():
+    from bench.stats import welch_df
+
+    assert welch_df(2.0, 6, 2.0, 6) == pytest.approx(10.0)
+    # Unequal spreads: Welch's df lies between the smaller n - 1 and n1 + n2 - 2.
+    df = welch_df(1.0, 5, 4.0, 8)
+    assert 4.0 < df < 11.0
+
+
+def test_diff_ci_matches_the_formula_and_covers_zero_for_one_sample_twice():
+    from bench.stats import diff_ci, t_quantile, welch_df
+
+    base = [100.0, 101.5, 99.2, 100.8, 99.9]
+    cand = [95.1, 96.0, 94.2, 95.7, 94.9, 95.5]
+    diff, half = diff_ci(base, cand)
+    sb, sc = stdev(base), stdev(cand)
+    se = math.sqrt(sb**2 / 5 + sc**2 / 6)
+    assert diff == pytest.approx(mean(cand) - mean(base))
+    assert half == pytest.approx(t_quantile(0.975, welch_df(sb, 5, sc, 6)) * se)
+    assert diff + half < 0  # a clear slowdown: the interval excludes zero
+    d2, h2 = diff_ci(base, base)
+    assert d2 == 0.0 and h2 > 0
+    with pytest.raises(ValueError):
+        diff_ci([1.0], [1.0, 2.0])
+
+
+def test_change_pct_ci_is_the_difference_interval_relative_to_the_baseline():
+    from bench.stats import change_pct_ci, diff_ci
+
+    base, cand = [10.0, 10.2, 9.8, 10.1], [11.0, 11.1, 10.9, 11.2]
+    pct, half = change_pct_ci(base, cand)
+    diff, dhalf = diff_ci(base, cand)
+    assert pct == pytest.approx(diff / mean(base) * 100)
+    assert half == pytest.approx(dhalf / mean(base) * 100)
+    with pytest.raises(ValueError, match="zero"):
+        change_pct_ci([0.0, 0.0], [1.0, 2.0])

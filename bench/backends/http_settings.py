@@ -29,7 +29,7 @@ _CELL_KEYS = {"model", "quant", "backend", "label", "endpoint", "prompt_id", "pr
 # Placeholders bench fills in a server command, its environment and URLs.
 BUILTIN_PLACEHOLDERS = ("host", "port", "model_path", "model", "python")
 SECRET_PLACEHOLDERS = ("api_key",)
-_SECRET_QUERY = re.compile(r"(key|token|secret|password|passwd|pwd|sig|signature|auth)", re.I)
+_SECRET_QUERY = re.compile(r"(key|token|secret|password|passwd|pwd|sig|signature|auth)", re.IGNORECASE)
 
 
 def _as_list(v: Any) -> Any:
@@ -146,7 +146,14 @@ class HttpBackendSettings(StrictModel):
     # A GGUF file whose tokenizer builds exact synthetic prompts and counts tokens when the
     # model is only a server's name; a local model file is used for this without asking.
     tokenizer: str | None = None
+    # The longest wait for the server's next bytes (the socket timeout)...
     timeout_s: Annotated[float, Field(gt=0, le=86_400)] = 300.0
+    # ...and the longest one request may take in all, from connecting to its last byte, so a
+    # server that trickles keep-alives cannot hold a trial forever.
+    deadline_s: Annotated[float, Field(gt=0, le=86_400)] = 1800.0
+    # Caps on what one server may send: one line (SSE or NDJSON) and one whole response.
+    max_line_bytes: Annotated[int, Field(ge=1024, le=1 << 30)] = 1 << 20
+    max_response_bytes: Annotated[int, Field(ge=1024, le=1 << 36)] = 64 << 20
     # Synthetic prompts start at a different word in each trial, so that a server that keeps
     # its KV cache between requests cannot reuse a cached prompt prefix.
     vary_prompt: bool = True
@@ -154,7 +161,7 @@ class HttpBackendSettings(StrictModel):
     # Swept settings that need a new session: the label (another server) and the server's
     # arguments. Dynamic, so a property rather than a class constant.
     @property
-    def LOAD_TIME(self) -> tuple[str, ...]:  # noqa: N802 - the name bench.sweep reads
+    def LOAD_TIME(self) -> tuple[str, ...]:
         return ("label", *(self.server.args if self.server else {}))
 
     def resolved_label(self) -> str:
@@ -187,7 +194,10 @@ class OpenAISettings(HttpBackendSettings):
     # Send synthetic prompts as token ids (llama-server and vLLM accept a list of ints).
     prompt_as_tokens: bool = False
     temperature: Annotated[float, Field(ge=0, le=10)] = 0.0
-    # Merged into every request body, e.g. {cache_prompt: false} for llama-server.
+    # False: every request asks the server not to reuse a cached prompt prefix
+    # (`cache_prompt: false` for llama-server, a fresh `cache_salt` for vLLM); True sends neither.
+    prompt_cache: bool = False
+    # Merged into every request body last, so it may override what bench sends.
     extra_body: dict[Name, Any] = {}
 
     _lists = field_validator("endpoint", mode="before")(_as_list)
@@ -291,7 +301,7 @@ class OllamaSettings(HttpBackendSettings):
         return self
 
     @property
-    def LOAD_TIME(self) -> tuple[str, ...]:  # noqa: N802 - the name bench.sweep reads
+    def LOAD_TIME(self) -> tuple[str, ...]:
         return (*super().LOAD_TIME, *self.options)
 
     def resolved_label(self) -> str:

@@ -82,7 +82,7 @@ def iter_ndjson(
             continue
         try:
             obj = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise StreamError(f"the server sent a line that is not JSON: {_clip(line)}") from None
         if not isinstance(obj, dict):
             raise StreamError(f"the server sent JSON that is not an object: {_clip(line)}")
@@ -90,7 +90,9 @@ def iter_ndjson(
 
 
 def _clip(text: str | bytes, n: int = 200) -> str:
-    s = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+    """A short one-line excerpt of what a server sent, for an error sentence."""
+    s = text.decode("utf-8", "replace") if isinstance(text, (bytes, bytearray)) else text
+    s = " ".join(s[: 4 * n].split())
     return s if len(s) <= n else s[:n] + "..."
 
 
@@ -135,15 +137,29 @@ class StreamResult:
         self.pieces.append(text)
 
 
+def _shape(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str,
+           what: str) -> Any:
+    """obj[key] when it is absent (None) or of the expected kind; anything else is a server
+    that does not speak the protocol, said in one sentence rather than a KeyError later."""
+    v = obj.get(key)
+    if v is None or (isinstance(v, kind) and not (isinstance(v, bool) and kind is not bool)):
+        return v
+    raise StreamError(
+        f"the server sent a {where} whose `{key}` is {type(v).__name__}, not {what}: "
+        f"{_clip(json.dumps(v, default=str))}"
+    )
+
+
 def _choice_text(choice: dict[str, Any]) -> str:
     """Text of a completions chunk (`text`) or a chat chunk (`delta.content`); reasoning
     models stream their thinking as `reasoning_content`, which is generated tokens too."""
-    text = choice.get("text")
-    if isinstance(text, str):
+    text = _shape(choice, "text", str, "choice", "a string")
+    if text is not None:
         return text
-    delta = choice.get("delta") or {}
-    parts = [delta.get(k) for k in ("reasoning_content", "reasoning", "content")]
-    return "".join(p for p in parts if isinstance(p, str))
+    delta = _shape(choice, "delta", dict, "choice", "an object") or {}
+    parts = [_shape(delta, k, str, "delta", "a string")
+             for k in ("reasoning_content", "reasoning", "content")]
+    return "".join(p for p in parts if p is not None)
 
 
 def read_openai_stream(
@@ -159,7 +175,7 @@ def read_openai_stream(
             break
         try:
             chunk = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             if ev.event == "error":
                 raise StreamError(f"the server sent an error event: {_clip(data)}") from None
             raise StreamError(f"the server sent data that is not JSON: {_clip(data)}") from None
@@ -170,15 +186,24 @@ def read_openai_stream(
             raise StreamError(f"the server sent JSON that is not an object: {_clip(data)}")
         out.n_chunks += 1
         out.t_end = ev.t
-        if isinstance(chunk.get("usage"), dict):
-            out.usage = chunk["usage"]
-        if isinstance(chunk.get("timings"), dict):
-            out.timings = chunk["timings"]
-        choices = chunk.get("choices") or []
-        if choices and isinstance(choices[0], dict):
-            out._piece(_choice_text(choices[0]), ev.t, on_first)
-            if choices[0].get("finish_reason"):
-                out.finish_reason = str(choices[0]["finish_reason"])
+        usage = _shape(chunk, "usage", dict, "chunk", "an object")
+        if usage is not None:
+            out.usage = usage
+        timings = _shape(chunk, "timings", dict, "chunk", "an object")
+        if timings is not None:
+            out.timings = timings
+        choices = _shape(chunk, "choices", list, "chunk", "a list") or []
+        if choices:
+            choice = choices[0]
+            if not isinstance(choice, dict):
+                raise StreamError(
+                    f"the server sent a chunk whose first choice is {type(choice).__name__}, "
+                    f"not an object: {_clip(data)}"
+                )
+            out._piece(_choice_text(choice), ev.t, on_first)
+            reason = _shape(choice, "finish_reason", str, "choice", "a string")
+            if reason:
+                out.finish_reason = reason
     if not out.finished:
         if out.finish_reason is None:
             raise StreamError(
@@ -200,13 +225,13 @@ def read_ollama_stream(
             raise StreamError(f"Ollama reported an error mid-stream: {msg}")
         out.n_chunks += 1
         out.t_end = t
-        text = "".join(
-            v for v in (obj.get("thinking"), obj.get("response")) if isinstance(v, str)
-        )
-        out._piece(text, t, on_first)
-        if obj.get("done"):
+        parts = [_shape(obj, k, str, "line", "a string") for k in ("thinking", "response")]
+        out._piece("".join(p for p in parts if p is not None), t, on_first)
+        done = _shape(obj, "done", bool, "line", "true or false")
+        reason = _shape(obj, "done_reason", str, "line", "a string")
+        if done:
             out.finished = True
-            out.finish_reason = obj.get("done_reason")
+            out.finish_reason = reason
             out.timings = {k: v for k, v in obj.items() if k not in ("response", "context")}
             break
     if not out.finished:

@@ -8,6 +8,7 @@ docs/report.md says what the report shows and how to read it.
 """
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -21,10 +22,21 @@ EXIT_OK, EXIT_USAGE, EXIT_WRITE = 0, 2, 3
 __all__ = ["Report", "ReportData", "ReportError", "default_out", "summarise"]
 
 
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][\w.+-]{0,199}$")
+
+
 def default_out(runs: Sequence[Any]) -> Path:
-    """reports/<run_id> for one run, reports/combined-<n> for several."""
+    """reports/<run_id> for one run, reports/combined-<n> for several.
+
+    The run id comes from a manifest, which anyone can edit: one that is not a plain file name
+    ("../../etc", "/tmp/x") falls back to the run folder's own name, so a report never lands
+    outside reports/."""
     if len(runs) == 1:
-        return Path("reports") / runs[0].run_id
+        run = runs[0]
+        for name in (str(run.run_id), Path(run.path).resolve().name):
+            if _SAFE_NAME.match(name) and name not in (".", ".."):
+                return Path("reports") / name
+        return Path("reports") / "run"
     return Path("reports") / f"combined-{len(runs)}"
 
 
@@ -59,9 +71,9 @@ class Report:
         if isinstance(runs, (str, Path)):
             runs = [runs]
         try:
-            loaded = load_runs(runs)
-            for run in loaded:
-                _preload(run)
+            # Every table is read now (bench.validity.check_run), so a damaged file is one
+            # sentence here, not a traceback mid-plot.
+            loaded = load_runs(runs, tables=("power", "tokens", "quality"))
         except ReportError as e:
             print(f"bench report: {e}", file=err)
             return EXIT_USAGE
@@ -71,6 +83,7 @@ class Report:
             print(f"bench report: plots need matplotlib ({e}); install it with "
                   "pip install 'bench[report]'", file=err)
             return EXIT_USAGE
+        from bench.report.comparison import comparison_summary, comparison_table, comparisons
         from bench.report.html import render_html
         from bench.report.markdown import render_markdown
         from bench.report.tables import (
@@ -91,12 +104,15 @@ class Report:
                 for old in folder.glob(pattern):
                     old.unlink()
             figures = plots.draw_all(data, folder)
+            headline = next((p for p in figures if p.kind == "headline"), None)
             title, generated = _title(data), _generated()
-            summary = summary_lines(data)
+            rcs = comparisons(data)
+            summary = comparison_summary(rcs) + summary_lines(data)
             cells, runs_t, details = cell_table(data), runs_table(data), detail_tables(data)
             sections = extra_sections(data)
-            doc = Document(data, figures, summary, cells, runs_t, details, title, generated,
-                           sections)
+            doc = Document(data, [p for p in figures if p is not headline], summary, cells,
+                           runs_t, details, title, generated, sections,
+                           [comparison_table(rc) for rc in rcs], headline)
             (folder / "report.md").write_text(render_markdown(doc), encoding="utf-8")
             (folder / "report.html").write_text(render_html(doc, folder), encoding="utf-8")
         except OSError as e:
@@ -107,17 +123,6 @@ class Report:
         if data.estimated:
             _say(console, "energy in this report is ESTIMATED (no meter could be read)")
         return EXIT_OK
-
-
-def _preload(run: Any) -> None:
-    # Read every table now, so a damaged file is one sentence here, not a traceback mid-plot.
-    for name in ("power", "tokens", "quality"):
-        try:
-            run.table(name)
-        except Exception as e:  # pyarrow raises several kinds
-            raise ReportError(
-                f"cannot read {run.path / (name + '.parquet')}: {type(e).__name__}: {e}"
-            ) from e
 
 
 def _say(console: Any, text: str) -> None:

@@ -14,58 +14,41 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.compare import describe_cell
+from bench import columns
+from bench.columns import Column, cell_label
 from bench.results import ResultsError, Run, is_run_folder, load_run
 from bench.stats import Summary, mean_ci
+from bench.validity import Flag, cell_flags, check_run, run_flags
 
 if TYPE_CHECKING:
     from bench.report.ladder import Ladder
     from bench.report.multilingual import Languages
 
-# Cell parameters in the order of describe_cell; the numeric ones can be swept as an x axis.
-# "lang" is the prompt's language (multilingual packs; None for other prompts).
-PARAMS = ("model", "quant", "backend", "n_threads", "n_gpu_layers", "n_ctx", "n_batch",
-          "n_ubatch", "flash_attn", "lang", "prompt_tokens", "prompt_id", "gen_tokens")
+# Cell parameters (bench.columns order); the numeric ones can be swept as an x axis.
+PARAMS = columns.PARAMS
 SWEEP_KEYS = ("n_threads", "prompt_tokens", "gen_tokens", "n_gpu_layers", "n_ctx", "n_batch",
               "n_ubatch")
-SWEEP_LABELS = {
-    "n_threads": "threads", "prompt_tokens": "prompt tokens", "gen_tokens": "generated tokens",
-    "n_gpu_layers": "GPU layers", "n_ctx": "context size", "n_batch": "batch size",
-    "n_ubatch": "micro-batch size",
-}
+SWEEP_LABELS = {k: columns.column(k).header for k in SWEEP_KEYS}
 
-
-@dataclass(frozen=True)
-class Metric:
-    key: str  # the trials column
-    title: str
-    unit: str
-    scale: float = 1.0  # column value x scale = the number shown in `unit`
-    higher_is_better: bool = True
-    energy: bool = False
-
-    @property
-    def slug(self) -> str:
-        return "ttft" if self.key == "ttft_s" else self.key
-
-
-PREFILL = Metric("prefill_tps", "prefill", "tokens/s")
-DECODE = Metric("decode_tps", "decode", "tokens/s")
-TTFT = Metric("ttft_s", "time to first token", "ms", 1000.0, higher_is_better=False)
-J_PER_TOKEN = Metric("j_per_token", "decode energy per token", "J/token",
-                     higher_is_better=False, energy=True)
+# The report's metrics are the schema's columns: one label, unit, direction and scale for all.
+Metric = Column
+PREFILL = columns.column("prefill_tps")
+DECODE = columns.column("decode_tps")
+TTFT = columns.column("ttft_s")
+J_PER_TOKEN = columns.column("j_per_token")
 METRICS: tuple[Metric, ...] = (PREFILL, DECODE, TTFT, J_PER_TOKEN)
 # Language-fair figures (per character, per word) of multilingual runs; docs/results.md.
-CHARS_PER_S = Metric("decode_chars_per_s", "decode speed", "chars/s")
-WORDS_PER_S = Metric("decode_words_per_s", "decode speed", "words/s")
-J_PER_KCHAR = Metric("j_per_kchar", "decode energy per 1000 characters", "J/kchar",
-                     higher_is_better=False, energy=True)
-TOKENS_PER_CHAR = Metric("tokens_per_char", "prompt tokens per character", "tokens/char",
-                         higher_is_better=False)
-TOKENS_PER_WORD = Metric("tokens_per_word", "prompt tokens per word", "tokens/word",
-                         higher_is_better=False)
+CHARS_PER_S = columns.column("decode_chars_per_s")
+WORDS_PER_S = columns.column("decode_words_per_s")
+J_PER_KCHAR = columns.column("j_per_kchar")
+TOKENS_PER_CHAR = columns.column("tokens_per_char")
+TOKENS_PER_WORD = columns.column("tokens_per_word")
 LANG_METRICS: tuple[Metric, ...] = (CHARS_PER_S, WORDS_PER_S, J_PER_KCHAR, TOKENS_PER_CHAR,
                                     TOKENS_PER_WORD, DECODE, J_PER_TOKEN)
+
+
+# Manifest cell statuses whose trials are not a result ("pending": the run stopped inside it).
+FAILED_STATUSES = frozenset({"error", "failed", "pending", "interrupted", "timeout"})
 
 
 class ReportError(Exception):
@@ -118,6 +101,10 @@ class RunInfo:
         return str(cfg.get("description") or "")
 
     @property
+    def flags(self) -> list[Flag]:
+        return run_flags(self.manifest)
+
+    @property
     def energy_methods(self) -> set[str]:
         return {str(r["energy_method"]) for r in self.run.trials if r.get("energy_method")}
 
@@ -142,10 +129,23 @@ class CellSummary:
     values: dict[str, list[float]] = field(default_factory=dict)  # scaled samples
     energy_method: str = ""  # "counter", "sampled", "estimate", "mixed" or "" (none)
     pareto: bool = False
+    # What the run recorded about this cell's conditions (bench.validity): its own (noisy,
+    # throttled) and its run's (background load, battery).
+    flags: list[Flag] = field(default_factory=list)
+
+    @property
+    def noisy(self) -> bool:
+        return any(f.kind == "noisy" for f in self.flags)
+
+    @property
+    def flag_text(self) -> str:
+        return ", ".join(dict.fromkeys(f.short for f in self.flags))
 
     @property
     def ok(self) -> bool:
-        return bool(self.samples)
+        """Has successful trials and its run did not mark it failed: the trials of a cell that
+        failed part-way (or was cut off) stay in the tables as that cell's, never as a result."""
+        return bool(self.samples) and self.status not in FAILED_STATUSES
 
     @property
     def estimated(self) -> bool:
@@ -204,16 +204,17 @@ class ReportData:
 
     @property
     def estimated(self) -> bool:
-        return any(c.estimated and J_PER_TOKEN.key in c.stats for c in self.cells)
+        return any(c.estimated and J_PER_TOKEN.name in c.stats for c in self.cells)
 
     @property
     def has_energy(self) -> bool:
-        return any(J_PER_TOKEN.key in c.stats for c in self.cells)
+        return any(J_PER_TOKEN.name in c.stats for c in self.cells)
 
     def varying(self, cells: Sequence[CellSummary] | None = None) -> list[str]:
         """Parameters that differ between the given cells (all ok cells by default)."""
         cells = self.ok_cells if cells is None else cells
-        return [k for k in PARAMS if len({_hashable(c.params.get(k)) for c in cells}) > 1]
+        return [k for k in _keys(cells)
+                if len({_hashable(c.params.get(k)) for c in cells}) > 1]
 
     def label(self, cell: CellSummary, keys: Iterable[str] | None = None) -> str:
         """A short cell label: the run tag when there are several runs, then the parameters
@@ -230,7 +231,7 @@ class ReportData:
         if not cells:
             return ""
         vary = set(self.varying())
-        shared = {k: cells[0].params.get(k) for k in PARAMS if k not in vary}
+        shared = {k: cells[0].params.get(k) for k in _keys(cells) if k not in vary}
         text = describe(shared)
         return "" if text == "?" else text
 
@@ -254,12 +255,16 @@ class ReportData:
 
 
 def describe(params: dict[str, Any]) -> str:
-    """describe_cell, with the prompt's language when it has one: "gemma3-270m p03 lang=hi"."""
-    text = describe_cell(params)
-    lang = params.get("lang")
-    if lang:
-        text = f"lang={lang}" if text == "?" else f"{text} lang={lang}"
-    return text
+    """The one cell label (bench.columns.cell_label): "gemma3-270m p03 lang=hi"."""
+    return cell_label(params)
+
+
+def _keys(cells: Sequence[CellSummary]) -> list[str]:
+    """The schema's parameters, then any a backend added (server arguments), first seen."""
+    keys = dict.fromkeys(PARAMS)
+    for c in cells:
+        keys.update(dict.fromkeys(c.params))
+    return list(keys)
 
 
 def _hashable(v: Any) -> Any:
@@ -274,12 +279,12 @@ def _finite(v: Any) -> float | None:
 
 def _summaries(cell: CellSummary) -> None:
     for m in METRICS:
-        vals = [x * m.scale for x in (_finite(r.get(m.key)) for r in cell.samples) if x is not None]
+        vals = [x * m.scale for x in (_finite(r.get(m.name)) for r in cell.samples) if x is not None]
         if vals:
-            cell.values[m.key] = vals
-            cell.stats[m.key] = mean_ci(vals)
+            cell.values[m.name] = vals
+            cell.stats[m.name] = mean_ci(vals)
     methods = {str(r.get("energy_method") or "") for r in cell.samples
-               if _finite(r.get(J_PER_TOKEN.key)) is not None}
+               if _finite(r.get(J_PER_TOKEN.name)) is not None}
     methods.discard("")
     cell.energy_method = methods.pop() if len(methods) == 1 else ("mixed" if methods else "")
 
@@ -292,7 +297,7 @@ def run_cells(info: RunInfo) -> list[CellSummary]:
         cid = str(entry.get("cell_id"))
         params = dict(entry.get("params") or {})
         cells[cid] = CellSummary(
-            info, cid, entry.get("cell_key"), {k: params.get(k) for k in PARAMS},
+            info, cid, entry.get("cell_key"), {**{k: params.get(k) for k in PARAMS}, **params},
             str(entry.get("status") or "?"), entry.get("error"),
         )
     for row in run.trials:
@@ -313,9 +318,38 @@ def run_cells(info: RunInfo) -> list[CellSummary]:
                 cell.error = str(row["error"])
         elif not row.get("warmup"):
             cell.samples.append(row)
+    entries = {str(e.get("cell_id")): e for e in run.manifest.get("cells") or []}
+    whole = run_flags(run.manifest)
     for cell in cells.values():
+        if not cell.ok:
+            continue  # a failed cell's numbers are never summarised
         _summaries(cell)
+        cell.flags = cell_flags(entries.get(cell.cell_id), cell.samples) + whole
     return list(cells.values())
+
+
+def ranked(
+    cells: Sequence[CellSummary], metric: Metric
+) -> tuple[CellSummary | None, list[CellSummary]]:
+    """(the best cell by mean, every cell tied with it). Tied = its 95% interval overlaps the
+    best's: a winner is only crowned when nothing overlaps it."""
+    have = [c for c in cells if metric.name in c.stats]
+    if not have:
+        return None, []
+    pick = max if metric.higher_is_better else min
+    best = pick(have, key=lambda c: c.stats[metric.name].mean)
+    tied = [c for c in have if c is not best
+            and c.stats[metric.name].overlaps(best.stats[metric.name])]
+    return best, tied
+
+
+def best_per_model(cells: Sequence[CellSummary], metric: Metric) -> list[CellSummary]:
+    """Each model's best cell for `metric`, in first-seen model order."""
+    models: dict[Any, list[CellSummary]] = {}
+    for c in cells:
+        if metric.name in c.stats:
+            models.setdefault(c.params.get("model"), []).append(c)
+    return [b for b in (ranked(cs, metric)[0] for cs in models.values()) if b is not None]
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -334,8 +368,8 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 def mark_pareto(cells: Sequence[CellSummary]) -> list[CellSummary]:
     """Mark the cells on the decode-t/s versus J/token front; returns them by J/token."""
-    have = [c for c in cells if DECODE.key in c.stats and J_PER_TOKEN.key in c.stats]
-    points = [(c.stats[J_PER_TOKEN.key].mean, c.stats[DECODE.key].mean) for c in have]
+    have = [c for c in cells if DECODE.name in c.stats and J_PER_TOKEN.name in c.stats]
+    points = [(c.stats[J_PER_TOKEN.name].mean, c.stats[DECODE.name].mean) for c in have]
     front = [have[i] for i in pareto_front(points)]
     for c in have:
         c.pareto = c in front
@@ -349,8 +383,12 @@ def summarise(runs: Sequence[Run]) -> ReportData:
     return ReportData(infos, cells)
 
 
-def load_runs(paths: Sequence[str | Path], what: str = "run") -> list[Run]:
-    """Paths -> runs: each a run folder or a folder holding run folders. Raises ReportError."""
+def load_runs(
+    paths: Sequence[str | Path], what: str = "run", tables: Sequence[str] = (),
+) -> list[Run]:
+    """Paths -> runs: each a run folder or a folder holding run folders, checked by
+    bench.validity.check_run (manifest shapes; `tables` read in full, the other side tables'
+    footers). Raises ReportError with one sentence."""
     if not paths:
         raise ReportError(f"give at least one {what} folder")
     folders: list[Path] = []
@@ -376,7 +414,9 @@ def load_runs(paths: Sequence[str | Path], what: str = "run") -> list[Run]:
     runs = []
     for f in unique:
         try:
-            runs.append(load_run(f))
+            run = load_run(f)
+            check_run(run, tables)
+            runs.append(run)
         except ResultsError as e:
             raise ReportError(str(e)) from e
         except Exception as e:  # a damaged file must end in a sentence, not a traceback
@@ -384,33 +424,15 @@ def load_runs(paths: Sequence[str | Path], what: str = "run") -> list[Run]:
     return runs
 
 
-def fmt_num(v: float | None) -> str:
-    """Three significant digits or so, without scientific notation for ordinary sizes."""
-    if v is None or not math.isfinite(v):
-        return "–"
-    a = abs(v)
-    if a >= 1000:
-        return f"{v:,.0f}"
-    if a >= 100:
-        return f"{v:.1f}"
-    if a >= 1:
-        return f"{v:.2f}"
-    if a >= 0.01:
-        return f"{v:.3f}"
-    return f"{v:.2g}"
+fmt_num = columns.format_number
 
 
 def fmt_ci(s: Summary | None) -> str:
-    """"72.9 ± 4.6" (mean ± 95 % CI half width); "72.9 (n=1)" when the interval is infinite."""
+    """"72.9 ± 4.6" (mean ± 95 % CI half width, already in the display unit); "72.9 (n=1)" when
+    the interval is infinite."""
     if s is None:
-        return "–"
-    if not math.isfinite(s.half_width):
-        return f"{fmt_num(s.mean)} (n={s.n})"
-    if s.half_width <= abs(s.mean) * 1e-9:  # identical trials, up to rounding
-        return f"{fmt_num(s.mean)} ± 0"
-    # Two significant digits of the half width, and the mean to the same decimal place.
-    digits = min(6, max(0, 1 - math.floor(math.log10(s.half_width))))
-    return f"{s.mean:,.{digits}f} ± {s.half_width:,.{digits}f}"
+        return columns.MISSING
+    return columns.format_ci(s.mean, s.half_width, None, s.n)
 
 
 class PooledCells:

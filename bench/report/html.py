@@ -10,6 +10,7 @@ import base64
 import html
 from pathlib import Path
 
+from bench.columns import CI_NOTE
 from bench.report.plots import Plot
 from bench.report.tables import SUB, Document, Table
 
@@ -54,8 +55,10 @@ figure { margin: 20px 0 28px; }
 figure img { display: block; width: 100%; max-width: 1100px; height: auto;
              border: 1px solid var(--line); border-radius: 4px; }
 figcaption { color: var(--muted); font-size: 13.5px; margin-top: 6px; max-width: 1100px; }
-nav.toc { font-size: 14px; margin: 8px 0 0; }
-nav.toc a { margin-right: 14px; white-space: nowrap; }
+nav.toc { font-size: 14px; margin: 8px 0 0; display: flex; flex-wrap: wrap; gap: 4px 14px; }
+nav.toc a { white-space: nowrap; }
+/* A phone: the page never scrolls sideways; wide tables scroll inside their own box. */
+@media (max-width: 600px) { main { padding: 14px 12px 32px; } h1 { font-size: 1.3rem; } }
 footer { color: var(--muted); font-size: 12.5px; margin-top: 40px; }
 code { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 90%; }
 """
@@ -161,13 +164,20 @@ def render_html(doc: Document, folder: Path) -> str:
             f"CELL{'S' if len(data.failed_cells) > 1 else ''}.</strong> They are listed with "
             "their errors in the per-cell table and left out of the plots.</div>"
         )
-    toc = [("summary", "Summary"), ("cells", "Per-cell results"),
+    toc = [("summary", "Summary"), *([("comparison", "Comparison")] if doc.comparisons else []),
+           ("cells", "Per-cell results"),
            *((sec.anchor, sec.title) for sec in sections), ("figures", "Figures"),
            ("machine", "Machine and software")]
     parts.append('<nav class="toc">' + "".join(f'<a href="#{a}">{esc(t)}</a>' for a, t in toc)
                  + "</nav>")
     parts.append('<h2 id="summary">Summary</h2>' + render_summary(summary))
+    parts.append(f'<p class="note">{esc(CI_NOTE)}; TTFT in ms everywhere.</p>')
+    if doc.headline is not None:
+        parts.append(render_figure(doc.headline, folder))
     parts.append(render_table(runs, "runs"))
+    if doc.comparisons:
+        parts.append('<h2 id="comparison">Comparison</h2>')
+        parts += [render_table(t) for t in doc.comparisons]
     parts.append('<h2 id="cells">Per-cell results</h2>')
     parts.append(render_table(cells, heading=False))
     placed = {sec.plot_kind for sec in sections}

@@ -1,21 +1,20 @@
 """The Markdown summary of a report: the same tables as the HTML, figures by relative path.
 
-Owns Markdown escaping: text from runs can hold `|` or line breaks that would break a table, and
-`<`/`&` that a renderer would take for HTML, so every cell goes through `md`.
+Every piece of text from a run goes through `md` (bench.columns.md_text): `|` or line breaks
+would break a table, `<`/`&` would be HTML, and `[..](..)`/`![..](..)` in a model name or config
+description would be a link or an image pointing anywhere.
 """
 from __future__ import annotations
 
-import html
-
+from bench.columns import CI_NOTE, md_text
 from bench.report.plots import Plot
 from bench.report.tables import SUB, Document, Table
 
 
 def md(text: object) -> str:
-    """Text safe inside a Markdown table cell or paragraph."""
-    s = html.escape(str(text), quote=False)  # no raw HTML from model names or errors
-    s = s.replace("\\", "\\\\").replace("|", "\\|")
-    return " ".join(s.split())  # line breaks (and tabs) would end the table row
+    """Text safe inside a Markdown table cell or paragraph (bench.columns.md_text: no HTML,
+    links, images, code or table breaks from run text)."""
+    return md_text(text)
 
 
 def render_table(t: Table, heading: bool = True) -> str:
@@ -60,7 +59,13 @@ def render_markdown(doc: Document) -> str:
     out += ["## Summary", ""]
     out += [f"  - {md(s.removeprefix(SUB))}" if s.startswith(SUB) else f"- {md(s)}"
             for s in summary] + [""]
-    out += [render_table(runs), "## Per-cell results", "", render_table(cells, heading=False)]
+    out += [md(f"{CI_NOTE}; TTFT in ms everywhere."), ""]
+    if doc.headline is not None:
+        out += render_figure(doc.headline)
+    out += [render_table(runs)]
+    if doc.comparisons:
+        out += ["## Comparison", ""] + [render_table(t) for t in doc.comparisons]
+    out += ["## Per-cell results", "", render_table(cells, heading=False)]
     placed = {sec.plot_kind for sec in sections}
     for sec in sections:
         out += [f"## {md(sec.title)}", ""]

@@ -182,10 +182,10 @@ def _row(lang: str, series: str, cells: list[CellSummary]) -> LangRow:
     row = LangRow(lang, series, cells)
     samples = [s for c in cells for s in c.samples]
     for m in LANG_METRICS:
-        vals = [x for x in (_finite(s.get(m.key)) for s in samples) if x is not None]
+        vals = [x for x in (_finite(s.get(m.name)) for s in samples) if x is not None]
         if vals:
-            row.values[m.key] = vals
-            row.stats[m.key] = mean_ci(vals)
+            row.values[m.name] = vals
+            row.stats[m.name] = mean_ci(vals)
     for key in ("tokens_per_char", "tokens_per_word"):
         per_cell = [c_mean for c in cells
                     if (c_mean := _mean(_finite(s.get(key)) for s in c.samples)) is not None]

@@ -21,7 +21,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
+from matplotlib.transforms import Bbox
 
+from bench.columns import format_number
 from bench.report.data import (
     CHARS_PER_S,
     DECODE,
@@ -35,7 +37,9 @@ from bench.report.data import (
     Metric,
     ReportData,
     _hashable,
+    best_per_model,
     pareto_front,
+    ranked,
 )
 from bench.report.ladder import Ladder
 
@@ -67,7 +71,7 @@ class Plot:
     file: str  # PNG file name inside the report folder
     title: str
     caption: str
-    kind: str  # "metric", "pareto", "power", "sweep"
+    kind: str  # "headline", "metric", "pareto", "power", "sweep", "language", "quant"
 
 
 # --------------------------------------------------------------------------------------------
@@ -161,7 +165,7 @@ def _wrap(text: str, width: int = 48) -> str:
 
 
 def plot_metric(data: ReportData, metric: Metric, folder: Path) -> Plot | None:
-    cells = [c for c in data.ok_cells if metric.key in c.stats]
+    cells = [c for c in data.ok_cells if metric.name in c.stats]
     if not cells:
         return None
     fkey = facet_key(data)
@@ -190,19 +194,24 @@ def plot_metric(data: ReportData, metric: Metric, folder: Path) -> Plot | None:
             pos.append(y)
             y += 1.0
         for c, yy in zip(group, pos, strict=True):
-            s = c.stats[metric.key]
+            s = c.stats[metric.name]
             err = s.half_width if math.isfinite(s.half_width) else None
             hatch = "///" if metric.energy and c.estimated else None
-            ax.barh(yy, s.mean, height=0.7, color=colours[_colour_of(c, ckey)], alpha=0.85,
-                    hatch=hatch, edgecolor="white" if hatch else None, linewidth=0)
+            ax.barh(yy, s.mean, height=0.7, color=colours[_colour_of(c, ckey)],
+                    alpha=0.4 if c.noisy else 0.85, hatch=hatch,
+                    edgecolor="white" if hatch else None, linewidth=0)
             if err is not None:
                 ax.errorbar(s.mean, yy, xerr=err, fmt="none", ecolor="black", elinewidth=1.2,
                             capsize=4)
-            vals = c.values[metric.key]
+            vals = c.values[metric.name]
             ax.plot(vals, [yy] * len(vals), "o", ms=3, mfc="white", mec="black", mew=0.7,
                     zorder=3)
             xmax = max(xmax, s.mean + (err or 0.0), *vals)
-        ax.set_yticks(pos, [_wrap(data.label(c, label_keys)) for c in group])
+        ax.set_yticks(pos, [_wrap(data.label(c, label_keys) + (" (noisy)" if c.noisy else ""))
+                            for c in group])
+        for tick, c in zip(ax.get_yticklabels(), group, strict=True):
+            if c.flags:
+                tick.set_color("#b35900")  # flagged cells stand out in every plot
         ax.invert_yaxis()
         ax.grid(axis="x", alpha=0.35)
         ax.set_axisbelow(True)
@@ -210,23 +219,26 @@ def plot_metric(data: ReportData, metric: Metric, folder: Path) -> Plot | None:
             ax.set_title(f"{'quantization' if fkey == 'quant' else 'backend'}: {facet}",
                          loc="left", fontweight="bold")
     axes[0, 0].set_xlim(0, xmax * 1.08 if xmax > 0 else 1)
-    unit = metric.unit + (", estimated" if estimated else "")
-    axes[-1, 0].set_xlabel(f"{metric.title} ({unit}): bar = mean, whisker = 95% CI, dot = trial")
-    fig.suptitle(_title(f"{metric.title.capitalize()} per cell", data, estimated))
+    unit = metric.display_unit + (", estimated" if estimated else "")
+    axes[-1, 0].set_xlabel(f"{metric.words} ({unit}): bar = mean, whisker = 95% CI, dot = trial")
+    fig.suptitle(_title(f"{metric.words.capitalize()} per cell", data, estimated))
     handles: list[Any] = [Patch(color=colours[k], label=clabels[k]) for k in colours]
     if estimated:
         handles.append(Patch(facecolor="#999999", hatch="///", edgecolor="white",
                              label="estimated energy"))
+    if any(c.noisy for c in cells):
+        handles.append(Patch(facecolor="#999999", alpha=0.4, label="noisy cell (faded, label "
+                             "says so): decode t/s varied beyond the CV limit"))
     _legend(fig, handles, ncols=1 if data.multi_run else None)
     name = f"metric_{metric.slug}.png"
     _save(fig, folder, name)
     caption = (
-        f"{metric.title.capitalize()} in {metric.unit}, one bar per cell: the mean over "
+        f"{metric.words.capitalize()} in {metric.display_unit}, one bar per cell: the mean over "
         "non-warm-up trials, its 95% confidence interval (Student's t) and each trial's value."
     )
     if estimated:
         caption += " Energy is an ESTIMATE from CPU time, not a measurement."
-    return Plot(name, f"{metric.title.capitalize()} ({metric.unit})", caption, "metric")
+    return Plot(name, f"{metric.words.capitalize()} ({metric.display_unit})", caption, "metric")
 
 
 def _gaps(group: Sequence[CellSummary]) -> int:
@@ -234,11 +246,72 @@ def _gaps(group: Sequence[CellSummary]) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# The headline: best decode t/s and best J/token per model, ties said as ties
+
+
+def plot_headline(data: ReportData, folder: Path) -> Plot | None:
+    panels = [m for m in (DECODE, J_PER_TOKEN) if best_per_model(data.ok_cells, m)]
+    if not panels:
+        return None
+    models = best_per_model(data.ok_cells, panels[0])
+    fig = _figure((WIDTH_IN, 0.8 + len(panels) * (1.1 + 0.5 * len(models))))
+    axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
+    verdicts = []
+    for ax, metric in zip(axes, panels, strict=True):
+        bests = best_per_model(data.ok_cells, metric)
+        top, tied = ranked(bests, metric)
+        ys = list(range(len(bests)))
+        for y, c in zip(ys, bests, strict=True):
+            st = c.stats[metric.name]
+            win = c is top or c in tied
+            colour = PALETTE[0] if win else "#9aa5b1"
+            hatch = "///" if metric.energy and c.estimated else None
+            ax.barh(y, st.mean, height=0.6, color=colour, alpha=0.4 if c.noisy else 0.9,
+                    hatch=hatch, edgecolor="white" if hatch else None, linewidth=0)
+            if math.isfinite(st.half_width):
+                ax.errorbar(st.mean, y, xerr=st.half_width, fmt="none", ecolor="black",
+                            elinewidth=1.2, capsize=4)
+            tag = ("best" if not tied else "tied") if win else ""
+            end = st.mean + (st.half_width if math.isfinite(st.half_width) else 0.0)
+            ax.annotate(f"{_fmt(st.mean)} {tag}".strip(), (end, y), xytext=(8, 0),
+                        textcoords="offset points", va="center", fontsize=9,
+                        fontweight="bold" if win else "normal")
+        ax.set_yticks(ys, [_wrap(point_label(data, c), 34) for c in bests])
+        ax.invert_yaxis()
+        reach = max(c.stats[metric.name].mean + (c.stats[metric.name].half_width
+                    if math.isfinite(c.stats[metric.name].half_width) else 0) for c in bests)
+        ax.set_xlim(0, reach * 1.3 or 1.0)
+        better = "higher" if metric.higher_is_better else "lower"
+        unit = metric.display_unit + (", estimated" if metric.energy and any(
+            c.estimated for c in bests) else "")
+        ax.set_xlabel(f"{metric.words} ({unit}) — {better} is better")
+        ax.grid(axis="x", alpha=0.35)
+        ax.set_axisbelow(True)
+        if top is not None:
+            verdicts.append(f"{metric.words}: " + (
+                f"{point_label(data, top)}" if not tied else
+                "tied: " + ", ".join(point_label(data, c) for c in [top, *tied])))
+    fig.suptitle("Best decode speed and best decode energy per model (mean, whisker = 95% CI)")
+    name = "headline.png"
+    _save(fig, folder, name)
+    caption = (
+        "For each model, its best cell: the highest mean decode t/s (top) and the lowest mean "
+        "decode J/token (bottom), with 95% confidence intervals. The winner is marked best only "
+        "when no other model's interval overlaps its own; otherwise every overlapping model is "
+        "marked tied. " + "; ".join(verdicts) + "."
+    )
+    return Plot(name, "Headline: best speed and energy per model", caption, "headline")
+
+
+_fmt = format_number
+
+
+# --------------------------------------------------------------------------------------------
 # Speed against energy
 
 
 def plot_pareto(data: ReportData, folder: Path) -> Plot | None:
-    cells = [c for c in data.ok_cells if DECODE.key in c.stats and J_PER_TOKEN.key in c.stats]
+    cells = [c for c in data.ok_cells if DECODE.name in c.stats and J_PER_TOKEN.name in c.stats]
     if not cells:
         return None
     ckey, colours, clabels = _colour_key(data)
@@ -246,7 +319,7 @@ def plot_pareto(data: ReportData, folder: Path) -> Plot | None:
     fig = _figure((WIDTH_IN, 6.2))
     ax = fig.subplots()
     for c in cells:
-        x, y = c.stats[J_PER_TOKEN.key], c.stats[DECODE.key]
+        x, y = c.stats[J_PER_TOKEN.name], c.stats[DECODE.name]
         col = colours[_colour_of(c, ckey)]
         ax.errorbar(
             x.mean, y.mean,
@@ -256,20 +329,19 @@ def plot_pareto(data: ReportData, folder: Path) -> Plot | None:
             mfc="white" if c.estimated else col, mew=1.6, ecolor=col, elinewidth=1, capsize=3,
             zorder=3,
         )
-    front = sorted((c for c in cells if c.pareto), key=lambda c: c.stats[J_PER_TOKEN.key].mean)
+    front = sorted((c for c in cells if c.pareto), key=lambda c: c.stats[J_PER_TOKEN.name].mean)
     if front:
-        fx = [c.stats[J_PER_TOKEN.key].mean for c in front]
-        fy = [c.stats[DECODE.key].mean for c in front]
+        fx = [c.stats[J_PER_TOKEN.name].mean for c in front]
+        fy = [c.stats[DECODE.name].mean for c in front]
         ax.step(fx, fy, where="post", color="black", lw=1.2, ls="--", zorder=2)
         ax.plot(fx, fy, "o", ms=15, mfc="none", mec="black", mew=1.2, zorder=4)
-    _annotate(ax, data, cells)
     unit = "J/token" + (", estimated" if estimated else "")
     ax.set_xlabel(f"decode energy per token ({unit}) — lower is better")
     ax.set_ylabel("decode speed (tokens/s) — higher is better")
     # Limits take in the intervals, up to 60 % beyond a mean: one very wide interval must not
     # squash every other point.
     def reach(metric: Metric) -> float:
-        return max(min(c.stats[metric.key].hi, 1.6 * c.stats[metric.key].mean)
+        return max(min(c.stats[metric.name].hi, 1.6 * c.stats[metric.name].mean)
                    for c in cells) * 1.08 or 1.0
 
     ax.set_xlim(0, reach(J_PER_TOKEN))
@@ -286,6 +358,7 @@ def plot_pareto(data: ReportData, folder: Path) -> Plot | None:
         handles.append(Line2D([], [], marker="o", ls="", mfc="white", mec="#555555",
                               label="hollow: estimated energy"))
     _legend(fig, handles, ncols=2)
+    _annotate(ax, data, cells)  # last: label boxes are measured in the final layout
     name = "speed_vs_energy.png"
     _save(fig, folder, name)
     caption = (
@@ -299,22 +372,69 @@ def plot_pareto(data: ReportData, folder: Path) -> Plot | None:
     return Plot(name, "Speed against energy", caption, "pareto")
 
 
+def point_label(data: ReportData, cell: CellSummary) -> str:
+    """Model and quant, then whatever else varies (threads, prompt): what a reader recognises,
+    not a cell id. Several runs: the run tag first."""
+    keys = ["model", "quant", *(k for k in data.varying() if k not in ("model", "quant"))]
+    text = data.label(cell, keys)
+    return text + (" (noisy)" if cell.noisy else "")
+
+
+# Offsets (points) tried in turn around a point until its label overlaps nothing placed.
+_OFFSETS = [(8, 6), (8, -14), (-8, 6), (-8, -14), (8, 18), (-8, 18), (8, -26), (-8, -26),
+            (24, 0), (-24, 0), (8, 30), (-8, -38)]
+
+
 def _annotate(ax: Any, data: ReportData, cells: Sequence[CellSummary]) -> None:
-    # Cell ids are short enough not to crowd the points; the tables map them to settings.
-    placed: list[tuple[float, float]] = []
-    xs = [c.stats[J_PER_TOKEN.key].mean for c in cells]
-    ys = [c.stats[DECODE.key].mean for c in cells]
-    span_x = (max(xs) - min(xs)) or max(xs) or 1.0
-    span_y = (max(ys) - min(ys)) or max(ys) or 1.0
-    for c, x, y in zip(cells, xs, ys, strict=True):
-        text = f"{c.run.tag}:{c.cell_id}" if data.multi_run else c.cell_id
-        # Points close to an earlier label put theirs below instead of above.
-        near = any(abs(x - px) / span_x < 0.06 and abs(y - py) / span_y < 0.06
-                   for px, py in placed)
-        offset = (7, -13) if near else (7, 6)
-        ax.annotate(text, (x, y), xytext=offset, textcoords="offset points", fontsize=8.5,
-                    color="#333333")
-        placed.append((x, y))
+    """Label each point; a label that would overlap one already placed (or a point) moves to
+    the next free spot around its point, with a thin leader line when it moved far."""
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    fig.draw_without_rendering()  # final layout, so label boxes are where they will be drawn
+    frame = ax.get_window_extent(renderer)
+    # Points are obstacles too: a label never covers another cell's marker.
+    taken: list[Any] = []
+    for c in cells:
+        px, py = ax.transData.transform((c.stats[J_PER_TOKEN.name].mean,
+                                         c.stats[DECODE.name].mean))
+        taken.append(Bbox.from_bounds(px - 5, py - 5, 10, 10))
+    order = sorted(cells, key=lambda c: -c.stats[DECODE.name].mean)
+    for c in order:
+        x, y = c.stats[J_PER_TOKEN.name].mean, c.stats[DECODE.name].mean
+        text = _wrap(point_label(data, c), 30)
+        chosen = None
+        for dx, dy in _OFFSETS:
+            ann = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points",
+                              fontsize=8.5, color="#333333", ha="left" if dx >= 0 else "right",
+                              va="bottom" if dy >= 0 else "top", zorder=6)
+            ann.set_in_layout(False)  # labels must not move the axes they were placed in
+            box = ann.get_window_extent(renderer).expanded(1.04, 1.1)
+            inside = (frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0
+                      and box.y1 <= frame.y1)
+            if inside and not any(box.overlaps(t) for t in taken):
+                chosen = ann
+                break
+            ann.remove()
+        if chosen is None:  # crowded: further out, with a leader line back to the point
+            for dx, dy in [(a * 3, b * 3) for a, b in _OFFSETS]:
+                chosen = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points",
+                                     fontsize=8.5, color="#333333", zorder=6,
+                                     ha="left" if dx >= 0 else "right",
+                                     va="bottom" if dy >= 0 else "top",
+                                     arrowprops={"arrowstyle": "-", "color": "#999999",
+                                                 "lw": 0.6})
+                chosen.set_in_layout(False)
+                box = chosen.get_window_extent(renderer)
+                if frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1) and \
+                        not any(box.overlaps(t) for t in taken):
+                    break
+                chosen.remove()
+                chosen = None
+        if chosen is None:  # nowhere free: labelled all the same, beside its point
+            chosen = ax.annotate(text, (x, y), xytext=_OFFSETS[0], textcoords="offset points",
+                                 fontsize=8.5, color="#333333", zorder=6)
+            chosen.set_in_layout(False)
+        taken.append(chosen.get_window_extent(renderer))
 
 
 # --------------------------------------------------------------------------------------------
@@ -358,17 +478,19 @@ def plot_power(data: ReportData, folder: Path) -> list[Plot]:
             if r["domain"] not in domains:
                 domains.append(str(r["domain"]))
     dcolours = {d: PALETTE[i % len(PALETTE)] for i, d in enumerate(domains)}
+    # One y scale for every timeline (and every figure of them), so heights compare.
+    top = max(float(r["watts"]) for _, _, rows in timelines for r in rows) * 1.08 or 1.0
     plots = []
     chunks = [timelines[i:i + POWER_PER_FIGURE]
               for i in range(0, len(timelines), POWER_PER_FIGURE)]
     for n, chunk in enumerate(chunks, start=1):
-        plots.append(_power_figure(data, chunk, dcolours, folder, n, len(chunks)))
+        plots.append(_power_figure(data, chunk, dcolours, folder, n, len(chunks), top))
     return plots
 
 
 def _power_figure(
     data: ReportData, chunk: list[tuple[CellSummary, int, list[dict[str, Any]]]],
-    dcolours: dict[str, Any], folder: Path, n: int, total: int,
+    dcolours: dict[str, Any], folder: Path, n: int, total: int, top: float,
 ) -> Plot:
     ncols = 1 if len(chunk) == 1 else 2
     nrows = math.ceil(len(chunk) / ncols)
@@ -399,14 +521,12 @@ def _power_figure(
                 estimated_domains.add(dom)
             if dom not in used:
                 used.append(dom)
-        tag = f"{cell.run.tag} " if data.multi_run else ""
-        ax.set_title(_wrap(f"{tag}{cell.cell_id}: {data.label(cell).removeprefix(tag)} "
-                           f"(trial {trial})", 60), loc="left")
+        ax.set_title(_wrap(f"{point_label(data, cell)} (trial {trial})", 60), loc="left")
         ax.set_xlabel("time since trial start (s)")
         ax.set_ylabel("power (W)" + (", estimated" if estimated_domains & set(by_domain)
                                      else ""))
         ax.set_xlim(left=0)
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(0, top)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(chunk):]:
         ax.set_visible(False)
@@ -427,7 +547,7 @@ def _power_figure(
     caption = (
         "Power per energy domain over one representative trial of each cell (the trial with "
         "the median decode t/s), from power.parquet; the shading marks prefill (start to first "
-        "token) and decode (first to last token)."
+        "token) and decode (first to last token). Every panel shares one power scale."
     )
     if apart:
         caption += (" Dashed domains lie inside or around the summed ones (RAPL core inside "
@@ -521,8 +641,8 @@ def plot_sweep(data: ReportData, key: str, folder: Path) -> Plot | None:
             label = first.run.tag if data.multi_run else "all cells"
         shift = (i - (n_series - 1) / 2) * min(0.012, 0.06 / n_series)
         for ax, metric in zip(axes, (PREFILL, DECODE), strict=True):
-            pts = [(_nudge(pos[c.params[key]], shift, span, log), c.stats[metric.key])
-                   for c in group if metric.key in c.stats]
+            pts = [(_nudge(pos[c.params[key]], shift, span, log), c.stats[metric.name])
+                   for c in group if metric.name in c.stats]
             if not pts:
                 continue
             ax.errorbar(
@@ -538,8 +658,8 @@ def plot_sweep(data: ReportData, key: str, folder: Path) -> Plot | None:
         ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xticklabels([t for _, t in ticks])
         ax.set_xlabel(SWEEP_LABELS.get(key, key) + (" (log scale)" if log else ""))
-        ax.set_ylabel(f"{metric.title} speed ({metric.unit})")
-        ax.set_title(f"{metric.title} t/s vs {SWEEP_LABELS.get(key, key)}", loc="left")
+        ax.set_ylabel(f"{metric.words} speed ({metric.display_unit})")
+        ax.set_title(f"{metric.words} t/s vs {SWEEP_LABELS.get(key, key)}", loc="left")
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.35)
     fig.suptitle(_title(f"Sweep over {SWEEP_LABELS.get(key, key)}: mean and 95% CI", data))
@@ -607,7 +727,7 @@ def plot_language_metric(data: ReportData, metric: Metric, folder: Path) -> Plot
     langs = data.languages
     if langs is None:
         return None
-    rows = [r for r in langs.rows.values() if metric.key in r.stats]
+    rows = [r for r in langs.rows.values() if metric.name in r.stats]
     if not rows:
         return None
     series = [s for s in langs.series if any(r.series == s for r in rows)]
@@ -617,11 +737,11 @@ def plot_language_metric(data: ReportData, metric: Metric, folder: Path) -> Plot
 
     def value(lang: str, s: str) -> tuple[float, float | None, list[float]] | None:
         r = langs.get(lang, s)
-        if r is None or metric.key not in r.stats:
+        if r is None or metric.name not in r.stats:
             return None
-        st = r.stats[metric.key]
+        st = r.stats[metric.name]
         return st.mean, (st.half_width if math.isfinite(st.half_width) else None), \
-            r.values[metric.key]
+            r.values[metric.name]
 
     def est(lang: str, s: str) -> bool:
         r = langs.get(lang, s)
@@ -630,21 +750,21 @@ def plot_language_metric(data: ReportData, metric: Metric, folder: Path) -> Plot
     fig = _figure((WIDTH_IN, 5.0))
     ax = fig.subplots()
     _, cut = _grouped_bars(ax, lang_list, series, colours, value, est)
-    unit = metric.unit + (", estimated" if estimated else "")
+    unit = metric.display_unit + (", estimated" if estimated else "")
     better = "higher" if metric.higher_is_better else "lower"
-    ax.set_ylabel(f"{metric.title} ({unit})")
+    ax.set_ylabel(f"{metric.words} ({unit})")
     ax.set_xlabel(f"language — bar = mean, whisker = 95% CI, dot = trial; {better} is better")
-    base = f"{metric.title.capitalize()} ({metric.unit}) per language"
+    base = f"{metric.words.capitalize()} ({metric.display_unit}) per language"
     fig.suptitle(_title(base, data, estimated))
     handles: list[Any] = [Patch(color=colours[s], label=s) for s in series]
     if estimated:
         handles.append(Patch(facecolor="#999999", hatch="///", edgecolor="white",
                              label="estimated energy"))
     _legend(fig, handles)
-    name = f"lang_{metric.key}.png"
+    name = f"lang_{metric.name}.png"
     _save(fig, folder, name)
     caption = (
-        f"{metric.title.capitalize()} in {metric.unit} for each language, one bar per model: "
+        f"{metric.words.capitalize()} in {metric.display_unit} for each language, one bar per model: "
         "the mean over the language's non-warm-up trials, its 95% confidence interval and "
         "each trial. Characters are those decoded after the first token (Unicode code points), "
         "a unit that means the same for every tokenizer."
@@ -733,7 +853,7 @@ def plot_ladder(data: ReportData, ladder: Ladder, n: int, folder: Path) -> Plot 
     """One figure per ladder: rows = quality measures (KL, perplexity), columns = costs
     (J/token, decode t/s); each panel marks its own Pareto front."""
     qkeys = [k for k in ("kl_div", "perplexity") if any(k in lv.quality for lv in ladder.timed)]
-    costs = [m for m in (J_PER_TOKEN, DECODE) if any(m.key in lv.stats for lv in ladder.timed)]
+    costs = [m for m in (J_PER_TOKEN, DECODE) if any(m.name in lv.stats for lv in ladder.timed)]
     if not qkeys or not costs:
         return None
     estimated = ladder.estimated
@@ -745,9 +865,9 @@ def plot_ladder(data: ReportData, ladder: Ladder, n: int, folder: Path) -> Plot 
     for r, qkey in enumerate(qkeys):
         for c, metric in enumerate(costs):
             _ladder_panel(axes[r, c], ladder, qkey, metric, ref)
-            unit = metric.unit + (", estimated" if metric.energy and estimated else "")
+            unit = metric.display_unit + (", estimated" if metric.energy and estimated else "")
             better = "higher" if metric.higher_is_better else "lower"
-            axes[r, c].set_xlabel(f"{metric.title} ({unit}) — {better} is better")
+            axes[r, c].set_xlabel(f"{metric.words} ({unit}) — {better} is better")
             axes[r, c].set_ylabel(qtitle[qkey] + " — lower is better")
     base = f"Quantization ladder of {ladder.label}: quality against energy and speed"
     fig.suptitle(_title(base, data, estimated))
@@ -786,12 +906,12 @@ def plot_ladder(data: ReportData, ladder: Ladder, n: int, folder: Path) -> Plot 
 
 
 def _ladder_panel(ax: Any, ladder: Ladder, qkey: str, metric: Metric, ref: Any) -> None:
-    pts = [lv for lv in ladder.levels if qkey in lv.quality and metric.key in lv.stats]
+    pts = [lv for lv in ladder.levels if qkey in lv.quality and metric.name in lv.stats]
     if not pts:
         ax.text(0.5, 0.5, "no level has both", transform=ax.transAxes, ha="center",
                 color="#777777")
         return
-    xs = [lv.stats[metric.key].mean for lv in pts]
+    xs = [lv.stats[metric.name].mean for lv in pts]
     ys = [lv.quality[qkey] for lv in pts]
     # Lower quality loss is better on y; on x lower J/token or higher t/s.
     if metric.higher_is_better:
@@ -799,7 +919,7 @@ def _ladder_panel(ax: Any, ladder: Ladder, qkey: str, metric: Metric, ref: Any) 
     else:
         front = [pts[i] for i in pareto_front([(x, -y) for x, y in zip(xs, ys, strict=True)])]
     for lv, x, y in zip(pts, xs, ys, strict=True):
-        st = lv.stats[metric.key]
+        st = lv.stats[metric.name]
         hollow = metric.energy and lv.estimated
         ax.errorbar(x, y, xerr=st.half_width if math.isfinite(st.half_width) else None,
                     fmt="o", ms=7, color=PALETTE[0], mfc="white" if hollow else PALETTE[0],
@@ -810,10 +930,10 @@ def _ladder_panel(ax: Any, ladder: Ladder, qkey: str, metric: Metric, ref: Any) 
                     color="#333333", zorder=5,
                     bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none",
                           "alpha": 0.8})
-    front.sort(key=lambda lv: lv.stats[metric.key].mean)
+    front.sort(key=lambda lv: lv.stats[metric.name].mean)
     if len(front) > 1:
         # The boundary of what the front dominates: a staircase between its points.
-        ax.step([lv.stats[metric.key].mean for lv in front], [lv.quality[qkey] for lv in front],
+        ax.step([lv.stats[metric.name].mean for lv in front], [lv.quality[qkey] for lv in front],
                 where="pre" if metric.higher_is_better else "post", color="black", lw=1.1,
                 ls="--", zorder=2)
     vals = list(ys)
@@ -834,7 +954,7 @@ def _ladder_panel(ax: Any, ladder: Ladder, qkey: str, metric: Metric, ref: Any) 
         lo, hi = min(vals), max(vals)
         pad = (hi - lo) * 0.2 or hi * 0.05 or 1.0
         ax.set_ylim(lo - pad, hi + pad)
-    ax.set_xlim(0, max(min(lv.stats[metric.key].hi, 1.6 * lv.stats[metric.key].mean)
+    ax.set_xlim(0, max(min(lv.stats[metric.name].hi, 1.6 * lv.stats[metric.name].mean)
                        for lv in pts) * 1.15 or 1.0)
     ax.grid(alpha=0.35)
 
@@ -850,6 +970,9 @@ def draw_all(data: ReportData, folder: Path) -> list[Plot]:
 
 def _draw_all(data: ReportData, folder: Path) -> list[Plot]:
     plots: list[Plot] = []
+    p = plot_headline(data, folder)
+    if p:
+        plots.append(p)
     for metric in METRICS:
         p = plot_metric(data, metric, folder)
         if p:
@@ -877,5 +1000,5 @@ def _draw_all(data: ReportData, folder: Path) -> list[Plot]:
     return plots
 
 
-PLOT_GLOBS = ("metric_*.png", "speed_vs_energy.png", "sweep_*.png", "power_*.png", "lang_*.png",
+PLOT_GLOBS = ("headline.png", "metric_*.png", "speed_vs_energy.png", "sweep_*.png", "power_*.png", "lang_*.png",
               "quant_*.png")

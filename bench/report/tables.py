@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from bench.columns import cell_label
 from bench.report.data import (
     CHARS_PER_S,
     DECODE,
@@ -23,6 +24,7 @@ from bench.report.data import (
     ReportData,
     fmt_ci,
     fmt_num,
+    ranked,
 )
 
 if TYPE_CHECKING:
@@ -46,32 +48,27 @@ class Table:
 
 SUB = "\t"  # a summary line that starts with it is a sub-item of the line before
 
-_SETTING_LABELS = (("n_threads", "t"), ("n_gpu_layers", "ngl"), ("n_ctx", "ctx"),
-                   ("n_batch", "b"), ("n_ubatch", "ub"))
+# The engine settings shown in the settings column (labels from bench.columns.cell_label).
+_SETTING_KEYS = ["n_threads", "n_gpu_layers", "n_ctx", "n_batch", "n_ubatch", "flash_attn"]
+_WORKLOAD_KEYS = ["prompt_tokens", "prompt_id", "gen_tokens"]
 
 
 def _settings(p: dict[str, Any], keys: list[str] | None = None) -> str:
-    bits = [f"{label}={p[k]}" for k, label in _SETTING_LABELS
-            if p.get(k) is not None and (keys is None or k in keys)]
-    if p.get("flash_attn") and (keys is None or "flash_attn" in keys):
-        bits.append("fa")
-    return " ".join(bits)
+    text = cell_label(p, _SETTING_KEYS if keys is None else keys)
+    return "" if text == "?" else text
 
 
 def _workload(p: dict[str, Any]) -> str:
-    if p.get("prompt_tokens") is not None:
-        w = f"pp{p['prompt_tokens']}"
-    else:
-        w = str(p.get("prompt_id") or "")
-    if p.get("gen_tokens") is not None:
-        w += f" tg{p['gen_tokens']}"
-    return w.strip()
+    text = cell_label(p, _WORKLOAD_KEYS)
+    return "" if text == "?" else text
 
 
 def _status(c: CellSummary) -> tuple[str, str]:
     """(short status, the error to show with it or "")."""
     if not c.ok:
         err = c.error or ("no successful trials" if c.status == "ok" else f"status {c.status}")
+        if c.samples:  # failed part-way: its measured trials are kept, and said to be partial
+            err += f" ({len(c.samples)} trial(s) measured before it failed, not summarised)"
         return "FAILED", err
     if c.failed_trials:
         return f"ok, {c.failed_trials} trial(s) failed", c.error or "error"
@@ -81,17 +78,18 @@ def _status(c: CellSummary) -> tuple[str, str]:
 def cell_table(data: ReportData) -> Table:
     estimated = data.estimated
     # Engine settings every cell shares go into the note, so the table stays narrow.
-    setting_keys = [k for k, _ in _SETTING_LABELS] + ["flash_attn"]
+    setting_keys = _SETTING_KEYS
     varying = [k for k in setting_keys
                if len({repr(c.params.get(k)) for c in data.cells}) > 1]
     shared = _settings(data.cells[0].params, [k for k in setting_keys if k not in varying]) \
         if data.cells else ""
     langs = any(c.lang for c in data.cells)
+    any_flags = any(c.flags for c in data.cells)
     cols = (["run"] if data.multi_run else []) + [
         "cell", "model", "quant", "backend", *(["settings"] if varying else []), "workload",
         *(["language"] if langs else []), "n",
         "prefill t/s", "decode t/s", "TTFT ms", "J/token" + (" (ESTIMATED)" if estimated else ""),
-        "status",
+        "status", *(["flags"] if any_flags else []),
     ]
     first_num = cols.index("n")
     rows, flagged, details = [], set(), {}
@@ -108,13 +106,18 @@ def cell_table(data: ReportData) -> Table:
             str(p.get("quant") or ""), str(p.get("backend") or ""),
             *([_settings(p, varying)] if varying else []), _workload(p),
             *([c.lang or ""] if langs else []), str(len(c.samples)),
-            *(fmt_ci(c.stats.get(m.key)) for m in METRICS[:3]), jpt, status,
+            *(fmt_ci(c.stats.get(m.name)) for m in METRICS[:3]), jpt, status,
+            *([c.flag_text] if any_flags else []),
         ]
         rows.append(row)
-        if not c.ok:
+        if not c.ok or c.flags:
             flagged.add(i)
     note = ("Mean ± half width of the 95% confidence interval (Student's t) over non-warm-up "
             "trials; n = trials summarised. ★ = on the speed/energy Pareto front.")
+    if any_flags:
+        note += (" flags: what the run recorded about a cell's conditions (noisy = decode t/s "
+                 "varied beyond the CV limit; background load during the idle baseline; "
+                 "throttled; on battery): highlighted, read its numbers with care.")
     if shared:
         note += f" Settings shared by every cell: {shared}."
     if estimated:
@@ -145,6 +148,7 @@ def runs_table(data: ReportData) -> Table:
             "machine id": r.machine_id,
             "energy": energy,
             "cells": str(len(m.get("cells") or [])),
+            "validity": "; ".join(f.text for f in r.flags) or "no flags",
         })
     note = ""
     if data.mixed_machines:
@@ -152,8 +156,10 @@ def runs_table(data: ReportData) -> Table:
                 "rows differ): compare their numbers as machines, not as changes.")
     t = _by_run("Runs", data, values, note)
     # Run ids and times always differ; only what makes runs incomparable is highlighted.
-    keep = {"machine", "machine id", "energy", "config"}
+    keep = {"machine", "machine id", "energy", "config", "validity"}
     t.flagged = {i for i in t.flagged if t.rows[i][0] in keep}
+    t.flagged |= {i for i, row in enumerate(t.rows)
+                  if row[0] == "validity" and any(v != "no flags" for v in row[1:])}
     return t
 
 
@@ -282,12 +288,23 @@ def detail_tables(data: ReportData) -> list[Table]:
     return [machine_table(data), software_table(data), models_table(data), meters_table(data)]
 
 
-def _best(data: ReportData, metric: Metric) -> CellSummary | None:
-    cells = [c for c in data.ok_cells if metric.key in c.stats]
-    if not cells:
+def _best(data: ReportData, metric: Metric) -> tuple[CellSummary | None, list[CellSummary]]:
+    return ranked(data.ok_cells, metric)
+
+
+def _winner(data: ReportData, metric: Metric, word: str, unit: str) -> str | None:
+    """"Fastest decode: 72.9 ± 4.6 tokens/s, c003 (t=4)." or, when intervals overlap,
+    "Fastest decode: tied between c003 (t=4) 72.9 ± 4.6 and c002 (t=2) 70.1 ± 3.0 tokens/s"."""
+    best, tied = _best(data, metric)
+    if best is None:
         return None
-    pick = max if metric.higher_is_better else min
-    return pick(cells, key=lambda c: c.stats[metric.key].mean)
+    if not tied:
+        return f"{word}: {fmt_ci(best.stats[metric.name])} {unit}, {_name(data, best)}."
+    shown = [best, *tied[:3]]
+    more = f" and {len(tied) - 3} more" if len(tied) > 3 else ""
+    return (f"{word}: tied (95% intervals overlap) between "
+            + ", ".join(f"{_name(data, c)} {fmt_ci(c.stats[metric.name])}" for c in shown)
+            + f"{more} {unit}.")
 
 
 def _name(data: ReportData, c: CellSummary) -> str:
@@ -309,22 +326,22 @@ def summary_lines(data: ReportData) -> list[str]:
                                  for rs in data.machines.values()) + ".")
     for metric, word in ((DECODE, "Fastest decode"), (PREFILL, "Fastest prefill"),
                          (TTFT, "Shortest time to first token")):
-        c = _best(data, metric)
-        if c:
-            lines.append(f"{word}: {fmt_ci(c.stats[metric.key])} {metric.unit}, "
-                         f"{_name(data, c)}.")
-    c = _best(data, J_PER_TOKEN)
+        line = _winner(data, metric, word, metric.display_unit)
+        if line:
+            lines.append(line)
+    c, _ = _best(data, J_PER_TOKEN)
     if c:
         est = " (ESTIMATED)" if c.estimated else ""
-        lines.append(f"Least decode energy: {fmt_ci(c.stats[J_PER_TOKEN.key])} J/token{est}, "
-                     f"{_name(data, c)}.")
+        line = _winner(data, J_PER_TOKEN, "Least decode energy", f"J/token{est}")
+        if line:
+            lines.append(line)
         front = sorted((x for x in data.ok_cells if x.pareto),
-                       key=lambda x: x.stats[J_PER_TOKEN.key].mean)
+                       key=lambda x: x.stats[J_PER_TOKEN.name].mean)
         if front:
             lines.append("Speed/energy Pareto front: " + ", ".join(
                 f"{(x.run.tag + ' ') if data.multi_run else ''}{x.cell_id} "
-                f"({fmt_num(x.stats[DECODE.key].mean)} t/s at "
-                f"{fmt_num(x.stats[J_PER_TOKEN.key].mean)} J/token)" for x in front) + ".")
+                f"({fmt_num(x.stats[DECODE.name].mean)} t/s at "
+                f"{fmt_num(x.stats[J_PER_TOKEN.name].mean)} J/token)" for x in front) + ".")
     # Sub-items (one per language) start with SUB; the renderers nest them.
     lines += language_summary(data)
     lines += ladder_summary(data)
@@ -365,6 +382,8 @@ class Document:
     title: str
     generated: str
     sections: Sequence[Section] = ()
+    comparisons: Sequence[Table] = ()  # one per candidate run whose cells match R1's
+    headline: Plot | None = None  # the figure on top
 
 
 def _size(v: float | None) -> str:
@@ -402,10 +421,10 @@ def language_tables(data: ReportData) -> list[Table]:
             best = cheapest[lang]
             mark = " ★" if best is not None and best.best is r and best.runner_up else ""
             rows.append([
-                lang, r.series + mark, str(r.n), fmt_ci(r.stats.get(CHARS_PER_S.key)),
-                _energy_cell(r.stats, J_PER_KCHAR.key, r.energy_method),
-                fmt_ci(r.stats.get(DECODE.key)),
-                _energy_cell(r.stats, J_PER_TOKEN.key, r.energy_method),
+                lang, r.series + mark, str(r.n), fmt_ci(r.stats.get(CHARS_PER_S.name)),
+                _energy_cell(r.stats, J_PER_KCHAR.name, r.energy_method),
+                fmt_ci(r.stats.get(DECODE.name)),
+                _energy_cell(r.stats, J_PER_TOKEN.name, r.energy_method),
                 *([fmt_num(r.quality.get("bits_per_byte"))] if bpb else []),
             ])
     what = "least decode energy per character" if langs.has_energy else "fastest in chars/s"
@@ -486,8 +505,8 @@ def ladder_tables(data: ReportData) -> list[Table]:
                 fmt_num(lv.bits_per_weight), _kl(q.get("kl_div")), _kl(q.get("kl_div_max")),
                 fmt_num(q.get("top1_agree")), fmt_num(q.get("perplexity")),
                 fmt_num(q.get("bits_per_byte")), str(lv.n) if lv.stats else "–",
-                fmt_ci(lv.stats.get(DECODE.key)),
-                _energy_cell(lv.stats, J_PER_TOKEN.key, lv.energy_method),
+                fmt_ci(lv.stats.get(DECODE.name)),
+                _energy_cell(lv.stats, J_PER_TOKEN.name, lv.energy_method),
                 ", ".join(fronts) or ("–" if lv.stats else "not timed"),
             ])
         key = lad.quality_key
@@ -534,7 +553,7 @@ def language_summary(data: ReportData) -> list[str]:
         if c is None:
             continue
         m = c.metric
-        unit = "J/kchar" if m == J_PER_KCHAR.key else "chars/s"
+        unit = "J/kchar" if m == J_PER_KCHAR.name else "chars/s"
         bpb = [r.quality.get("bits_per_byte") for r in (c.best, c.runner_up) if r is not None]
         if c.runner_up is None:
             text = (f"{lang}: only {c.best.series} was measured "
@@ -548,7 +567,7 @@ def language_summary(data: ReportData) -> list[str]:
         # (verb, "<ratio> ..." phrase, "about as ..." phrase) for the metric compared.
         verb, more, same = (
             ("costs", "less energy per character than", "much energy per character as")
-            if m == J_PER_KCHAR.key
+            if m == J_PER_KCHAR.name
             else ("decodes", "more characters per second than", "many characters per second as")
         )
         if ratio is not None and ratio >= 1.05:
@@ -603,18 +622,18 @@ def extra_sections(data: ReportData) -> list[Section]:
         assert langs is not None
         out.append(Section(
             "languages", "Languages",
-            [f"{len(langs.langs)} languages ({', '.join(langs.langs)}) × "
-             f"{len(langs.series)} models. Tokenizers split languages very differently, so "
-             "this section counts characters: decode characters per second and decode joules "
-             "per 1000 characters compare models fairly where tokens/s and J/token do not."],
+            [(f"{len(langs.langs)} languages ({', '.join(langs.langs)}) × "
+              f"{len(langs.series)} models. Tokenizers split languages very differently, so "
+              "this section counts characters: decode characters per second and decode joules "
+              "per 1000 characters compare models fairly where tokens/s and J/token do not.")],
             tables, "language"))
     tables = ladder_tables(data)
     if tables:
         out.append(Section(
             "quantization", "Quantization",
-            ["What each quantization level costs in quality (KL divergence from the reference's "
-             "next-token distribution, perplexity) against what it saves in energy and gains in "
-             "speed. Lower KL is better; a level on the Pareto front is one that no other level "
-             "beats on both quality and cost."],
+            [("What each quantization level costs in quality (KL divergence from the reference's "
+              "next-token distribution, perplexity) against what it saves in energy and gains in "
+              "speed. Lower KL is better; a level on the Pareto front is one that no other level "
+              "beats on both quality and cost.")],
             tables, "quant"))
     return out

@@ -27,20 +27,25 @@ from bench.backends.http_settings import OllamaSettings
 from bench.backends.openai.backend import (
     HttpPrompt,
     HttpSession,
+    limits,
     load_tokenizer,
+    raw_json,
     served_name,
+    server_count,
     start_server,
 )
 from bench.backends.openai.config import HttpCell
 from bench.backends.server import Http
 from bench.backends.sse import StreamResult, iter_ndjson, read_ollama_stream
+from bench.redact import redact
 
 DEFAULT_URL = "http://127.0.0.1:11434"
 _NS_PER_MS = 1e6
 
 
 def _ms(ns: Any) -> float | None:
-    return float(ns) / _NS_PER_MS if isinstance(ns, (int, float)) else None
+    ok = isinstance(ns, (int, float)) and not isinstance(ns, bool) and ns >= 0
+    return float(ns) / _NS_PER_MS if ok else None
 
 
 def ollama_engine_columns(final: dict[str, Any]) -> dict[str, Any]:
@@ -108,8 +113,9 @@ class OllamaSession(HttpSession):
 
     def server_prompt_count(self, text: str) -> int | None:
         reply = self.http.json("POST", "/api/generate", self._body(text, 1, stream=False))
-        n = reply.get("prompt_eval_count") if isinstance(reply, dict) else None
-        return int(n) if isinstance(n, int) else None
+        if not isinstance(reply, dict):
+            return None
+        return server_count(reply, "prompt_eval_count", "reply", {"reply": reply})
 
     def generate(self, prompt: Prompt, n_gen: int, stop_at_eos: bool, on_edge: Edge) -> Trace:
         assert isinstance(prompt, HttpPrompt)
@@ -123,17 +129,23 @@ class OllamaSession(HttpSession):
 
         t_start, result = self.run_stream("/api/generate", body, on_edge, reader)
         final = result.timings or {}
+        raw = {k: v for k, v in final.items() if k.endswith(("_count", "_duration"))}
+        # Counts are evidence: checked before any column is made of them.
+        p_count = server_count(final, "prompt_eval_count", "final", raw)
+        e_count = server_count(final, "eval_count", "final", raw)
+        server_count(final, "prompt_eval_cached_count", "final", raw)
         engine = ollama_engine_columns(final)
-        p_count = final.get("prompt_eval_count")
-        e_count = final.get("eval_count")
+        if raw:
+            engine["raw_usage"] = raw_json(raw, limit=2000)
         counts = self.counts(
             result,
-            p_count if isinstance(p_count, int) else None,
-            e_count if isinstance(e_count, int) else None,
+            p_count,
+            e_count,
             "usage",
             len(tokens) if tokens is not None and self._spec.raw else None,
             n_gen,
             False,
+            raw,
         )
         return self._trace(t_start, result, engine, counts)
 
@@ -141,7 +153,7 @@ class OllamaSession(HttpSession):
         out = super().info()
         for k, v in self.facts.items():
             out.setdefault(k, v)
-        return out
+        return redact(out)  # what the manifest records passes the redaction step
 
     def close(self) -> None:
         try:
@@ -178,8 +190,10 @@ def _show(http: Http, model: str) -> dict[str, Any]:
         return {}
     if not isinstance(reply, dict):
         return {}
-    details = reply.get("details") or {}
-    info = reply.get("model_info") or {}
+    details = reply.get("details")
+    info = reply.get("model_info")
+    details = details if isinstance(details, dict) else {}
+    info = info if isinstance(info, dict) else {}
     out = {
         "ollama_family": details.get("family"),
         "ollama_parameter_size": details.get("parameter_size"),
@@ -188,7 +202,9 @@ def _show(http: Http, model: str) -> dict[str, Any]:
         "architecture": info.get("general.architecture"),
         "n_params": info.get("general.parameter_count"),
     }
-    return {k: v for k, v in out.items() if v is not None}
+    # Only plain values reach the manifest, redacted (a server may echo anything).
+    return {k: redact(v) for k, v in out.items()
+            if isinstance(v, (str, int, float)) and not isinstance(v, bool)}
 
 
 class OllamaBackend(Backend):
@@ -210,12 +226,12 @@ class OllamaBackend(Backend):
         default = "http://{host}:{port}" if managed else DEFAULT_URL
         server, url = start_server(cell, model_path, name, None, default, "/api/version", {})
         try:
-            http = Http(url, spec.timeout_s, managed_hint=managed)
+            http = Http(url, spec.timeout_s, managed_hint=managed, **limits(cell))
             http.explain = _explainer(http.shown, name)
             version = http.json("GET", "/api/version", timeout_s=min(http.timeout_s, 30.0))
-            facts: dict[str, Any] = {
-                "ollama_version": version.get("version") if isinstance(version, dict) else None
-            }
+            v = version.get("version") if isinstance(version, dict) else None
+            facts: dict[str, Any] = {"ollama_version": redact(v[:100]) if isinstance(v, str)
+                                     else None}
             if spec.unload_first:
                 _unload(http, name)
             # An empty prompt loads the model with these options and generates nothing.
@@ -226,8 +242,9 @@ class OllamaBackend(Backend):
                 "options": dict(cell.options),
             })
             facts["ollama_load_request_s"] = time.perf_counter() - t0
-            if isinstance(reply, dict) and reply.get("load_duration") is not None:
-                facts["ollama_load_ms"] = _ms(reply.get("load_duration"))
+            load_ms = _ms(reply.get("load_duration")) if isinstance(reply, dict) else None
+            if load_ms is not None:
+                facts["ollama_load_ms"] = load_ms
             facts.update(_show(http, name))
             tok, tok_from = load_tokenizer(cell, model_path)
             return OllamaSession(http, cell, name, seed, server, tok, tok_from, facts=facts)

@@ -15,6 +15,7 @@ import os
 import re
 import sys
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,10 +39,58 @@ from bench.backends.server import (
     free_port,
     listening_pid,
     log_dir_for,
+    redact,
     redact_url,
 )
 from bench.backends.sse import StreamError, StreamResult, iter_sse, read_openai_stream
+from bench.redact import redact as redact_all
 from bench.redact import register_secret
+
+# How far a server's token count may stray from bench's own count of the same text (the model's
+# tokenizer) before the trial is an error: retokenizing generated text can merge or split a few
+# pieces at its edges, and a server may count a BOS token the text does not show.
+COUNT_SLACK_TOKENS = 4
+COUNT_SLACK_FRACTION = 0.2
+
+
+class ServerCountError(BackendError):
+    """A server's token counts contradict themselves, the request or bench's own count; `raw`
+    holds what the server said, for diagnosis."""
+
+    def __init__(self, message: str, raw: dict[str, Any]):
+        super().__init__(message)
+        self.raw = raw
+
+
+def raw_json(raw: dict[str, Any], limit: int = 400) -> str:
+    text = redact(json.dumps(raw, sort_keys=True, default=str))
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def server_count(obj: dict[str, Any], key: str, where: str, raw: dict[str, Any]) -> int | None:
+    """A token count the server reported: None when it gave none, else a whole number >= 0;
+    anything else (a bool, a float, a string, a negative number) makes the trial an error."""
+    v = obj.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ServerCountError(
+            f"the server's {where}.{key} is {_clip_value(v)}, not a whole number of tokens, so "
+            f"its counts cannot be trusted (raw: {raw_json(raw)})", raw)
+    if v < 0:
+        raise ServerCountError(
+            f"the server's {where}.{key} is {v}, a negative number of tokens, so its counts "
+            f"cannot be trusted (raw: {raw_json(raw)})", raw)
+    return v
+
+
+def _clip_value(v: Any) -> str:
+    text = redact(json.dumps(v, default=str))
+    return text if len(text) <= 60 else text[:60] + "..."
+
+
+def counts_agree(server: int, local: int) -> bool:
+    return abs(server - local) <= max(COUNT_SLACK_TOKENS, COUNT_SLACK_FRACTION * local)
 
 
 class Tokenizer:
@@ -61,9 +110,11 @@ class Tokenizer:
         self.architecture = meta.get("general.architecture")
         self.n_vocab = int(self.llm.n_vocab())
 
-    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False
+                 ) -> list[int]:
         # The in-process backend's exact call, so both count the same tokens.
-        return self.llm.tokenize(text.encode("utf-8"), add_bos=add_special, special=False)
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=add_special,
+                                 special=parse_special)
 
     def detokenize(self, tokens: list[int]) -> str:
         return self.llm.detokenize(tokens).decode("utf-8", "replace")
@@ -236,7 +287,35 @@ class HttpSession(Session):
         local_prompt: int | None,
         n_gen_asked: int,
         fixed_length: bool,
+        raw: dict[str, Any] | None = None,
     ) -> _Counts:
+        """The trial's token counts, the server's taken as evidence: a count above what was
+        asked for, or one that bench's tokenizer contradicts, makes the trial an error."""
+        raw = raw or {}
+        who = f"{self.label} at {self.http.shown}"
+        if server_gen is not None and server_gen > n_gen_asked:
+            raise ServerCountError(
+                f"{who} reports {server_gen} generated tokens for a request of at most "
+                f"{n_gen_asked}, so its counts cannot be trusted (raw: {raw_json(raw)})", raw)
+        if server_prompt is not None and local_prompt is not None \
+                and not counts_agree(server_prompt, local_prompt):
+            raise ServerCountError(
+                f"{who} counts {server_prompt} prompt tokens where the model's tokenizer counts "
+                f"{local_prompt}, so its counts cannot be trusted (raw: {raw_json(raw)})", raw)
+        # A fixed-length request that the server says it ended at max_tokens, with a count of
+        # exactly max_tokens, is two signals that agree; the text alone can undercount it
+        # (tokens such as <|im_end|> after an ignored EOS may stream as no text at all).
+        at_length = fixed_length and result.finish_reason == "length" \
+            and server_gen == n_gen_asked
+        if server_gen is not None and self.tok is not None and not at_length:
+            # Special tokens a server streams as text (<|im_end|>) count once each.
+            mine = min(len(self.tok.tokenize(result.text, add_special=False, parse_special=p))
+                       for p in (False, True))
+            if not counts_agree(server_gen, mine):
+                raise ServerCountError(
+                    f"{who} reports {server_gen} generated tokens where the model's tokenizer "
+                    f"counts {mine} in the text it sent, so its counts cannot be trusted "
+                    f"(raw: {raw_json(raw)})", raw)
         if server_prompt is not None:
             n_prompt, p_src = server_prompt, server_source
         elif local_prompt is not None:
@@ -349,18 +428,19 @@ class HttpSession(Session):
             t_start = time.perf_counter()
 
         try:
-            conn, resp = self.http.stream(path, body, start)
+            resp = self.http.stream(path, body, start)
         except BackendError as e:
             raise self._server_died(e) from None
         try:
             result = reader(resp, lambda: on_edge("first"))
         except StreamError as e:
-            raise self._server_died(
-                BackendError(f"{self.label} at {self.http.shown}: {e}")) from None
+            # What a server sends back may echo the request, key included.
+            raise self._server_died(BackendError(
+                redact(f"{self.label} at {self.http.shown}: {e}", self.http.secrets))) from None
         except (OSError, http.client.HTTPException) as e:
             raise self._server_died(self.http.unreachable(e)) from None
         finally:
-            conn.close()
+            resp.close()
         on_edge("end")
         if not result.times:
             raise BackendError(
@@ -401,6 +481,12 @@ class OpenAISession(HttpSession):
                 body["ignore_eos"] = True
             if s.min_tokens:
                 body["min_tokens"] = n_gen
+        if not s.prompt_cache:
+            # Each trial must evaluate its whole prompt: llama-server reuses a cached prefix
+            # unless cache_prompt is false; vLLM shares prefix blocks only between requests with
+            # the same cache_salt. Servers that know neither ignore them.
+            body["cache_prompt"] = False
+            body["cache_salt"] = f"bench-{uuid.uuid4().hex}"
         body.update(s.extra_body)
         return body
 
@@ -408,8 +494,9 @@ class OpenAISession(HttpSession):
         body = self._body(text, None, 1, True, stream=False)
         reply = self.http.json("POST", self._path(), body)
         usage = reply.get("usage") if isinstance(reply, dict) else None
-        n = usage.get("prompt_tokens") if isinstance(usage, dict) else None
-        return int(n) if isinstance(n, int) else None
+        if not isinstance(usage, dict):
+            return None
+        return server_count(usage, "prompt_tokens", "usage", {"usage": usage})
 
     def _chat_template_tokens(self, content_tokens: int, text: str) -> int | None:
         """Tokens the chat template adds around the content, learnt once from the server."""
@@ -431,26 +518,35 @@ class OpenAISession(HttpSession):
         engine: dict[str, Any] = {}
         usage = result.usage or {}
         timings = result.timings or {}
-        s_prompt = usage.get("prompt_tokens") if isinstance(usage.get("prompt_tokens"), int) \
-            else None
-        s_gen = usage.get("completion_tokens") \
-            if isinstance(usage.get("completion_tokens"), int) else None
+        raw: dict[str, Any] = {}
+        if usage:
+            raw["usage"] = usage
+        if timings:
+            raw["timings"] = {k: v for k, v in timings.items()
+                              if k in ("prompt_n", "prompt_ms", "predicted_n", "predicted_ms",
+                                       "cache_n")}
+        s_prompt = server_count(usage, "prompt_tokens", "usage", raw)
+        s_gen = server_count(usage, "completion_tokens", "usage", raw)
         if timings:
             # llama-server's own counters: prompt_n excludes tokens served from its cache.
-            p_n, p_ms = timings.get("prompt_n"), timings.get("prompt_ms")
-            g_n, g_ms = timings.get("predicted_n"), timings.get("predicted_ms")
-            if isinstance(p_n, int) and isinstance(p_ms, (int, float)):
+            p_n = server_count(timings, "prompt_n", "timings", raw)
+            g_n = server_count(timings, "predicted_n", "timings", raw)
+            cache_n = server_count(timings, "cache_n", "timings", raw)
+            p_ms, g_ms = timings.get("prompt_ms"), timings.get("predicted_ms")
+            if p_n is not None and _is_ms(p_ms):
                 engine.update(engine_n_p_eval=p_n, engine_t_p_eval_ms=float(p_ms))
-            if isinstance(g_n, int) and isinstance(g_ms, (int, float)) and g_n > 0:
+            if g_n is not None and _is_ms(g_ms) and g_n > 0:
                 # Its first token comes from the prompt pass; the rest are decode steps.
                 engine.update(engine_n_eval=g_n - 1, engine_t_eval_ms=float(g_ms))
-            if isinstance(timings.get("cache_n"), int):
-                engine["server_cache_n"] = timings["cache_n"]
-            if s_prompt is None and isinstance(p_n, int):
-                s_prompt = p_n + int(timings.get("cache_n") or 0)
-            if s_gen is None and isinstance(g_n, int):
+            if cache_n is not None:
+                engine["server_cache_n"] = cache_n
+            if s_prompt is None and p_n is not None:
+                s_prompt = p_n + (cache_n or 0)
+            if s_gen is None and g_n is not None:
                 s_gen = g_n
-        local = len(tokens) if tokens is not None else None
+        if raw:
+            engine["raw_usage"] = raw_json(raw, limit=2000)
+        local = len(tokens) if tokens is not None and not chat else None
         if chat and s_prompt is None:
             # The server counts the chat template too: learn its size once, from the server
             # (after the timed request, and before the next trial's different prompt).
@@ -460,7 +556,7 @@ class OpenAISession(HttpSession):
                 extra = self._chat_template_tokens(content, text)
                 local = None if extra is None else content + extra
         counts = self.counts(result, s_prompt, s_gen, "usage" if usage else "server", local,
-                             n_gen, not stop_at_eos)
+                             n_gen, not stop_at_eos, raw)
         if self.tok is not None and counts.source.split("/")[-1] != "tokenizer":
             engine["n_gen_retokenized"] = len(self.tok.tokenize(result.text, add_special=False))
         return self._trace(t_start, result, engine, counts)
@@ -469,10 +565,14 @@ class OpenAISession(HttpSession):
         out = super().info()
         out["server_endpoint"] = self.settings.endpoint
         out["server_models"] = self._models
-        return out
+        return redact_all(out)  # what the manifest records passes the redaction step
 
 
 # -- loading ---------------------------------------------------------------------------------
+
+
+def _is_ms(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
 
 
 def api_key(settings: HttpCell) -> str | None:
@@ -485,7 +585,7 @@ def api_key(settings: HttpCell) -> str | None:
             f"api_key_env names the environment variable {env}, but it is not set; export it "
             "with the server's key"
         )
-    register_secret(key)  # nothing bench stores may contain it
+    register_secret(key)  # from here on, masked in everything bench stores or prints
     return key
 
 
@@ -586,7 +686,7 @@ class OpenAIBackend(Backend):
         try:
             http = Http(url, cell.spec.timeout_s, headers,
                         secrets=[key] if key else [], managed_hint=server is not None,
-                        key_env=api_key_env(cell))
+                        key_env=api_key_env(cell), **limits(cell))
             models = _probe_models(http)
             tok, tok_from = load_tokenizer(cell, model_path)
             return OpenAISession(http, cell, name, seed, server, tok, tok_from, models=models)
@@ -600,8 +700,19 @@ class OpenAIBackend(Backend):
         return {}
 
 
+def limits(settings: HttpCell) -> dict[str, Any]:
+    """The request deadline and size caps of the settings, as Http takes them."""
+    spec = settings.spec
+    return {
+        "deadline_s": spec.deadline_s,
+        "max_line_bytes": spec.max_line_bytes,
+        "max_response_bytes": spec.max_response_bytes,
+    }
+
+
 def _probe_models(http: Http) -> list[str] | None:
-    """GET /models: proves the server is there and the key works; lists what it serves."""
+    """GET /models: proves the server is there and the key works; lists what it serves (as the
+    manifest records it: model names only, each redacted and clipped)."""
     status, data = http.request("GET", "/models", timeout_s=min(http.timeout_s, 30.0))
     if status in (401, 403):
         raise http.status_error(status, data, "GET", http.prefix + "/models")
@@ -609,6 +720,10 @@ def _probe_models(http: Http) -> list[str] | None:
         return None  # some servers have no /models; the first request will tell
     try:
         obj = json.loads(data)
-        return [str(m.get("id")) for m in obj.get("data", [])][:20]
-    except (ValueError, AttributeError, TypeError):
+    except (ValueError, RecursionError):
         return None
+    items = obj.get("data") if isinstance(obj, dict) else None
+    if not isinstance(items, list):
+        return None
+    names = [m.get("id") for m in items if isinstance(m, dict)]
+    return [redact(n[:200], http.secrets) for n in names if isinstance(n, str)][:20]
