@@ -60,13 +60,14 @@ def _default_config() -> Path:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.config import ConfigError, load_config
+    from bench.preflight import plan
     from bench.results import ResultsError
-    from bench.sweep import expand
 
     config_path = Path(args.config) if args.config else _default_config()
     try:
         loaded = load_config(config_path)
-        cells = expand(loaded.config)
+        # The same checks for --dry-run and the run: what the dry run accepts, the run can run.
+        cells = plan(loaded, online=args.online).checked().cells
     except ConfigError as e:
         return _fail(str(e))
     if args.dry_run:

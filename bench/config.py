@@ -20,12 +20,21 @@ from bench.backends.base import BackendSettings
 from bench.backends.http_settings import OllamaSettings, OpenAISettings
 from bench.backends.llama_cpp.config import LlamaCppSettings
 from bench.meters.settings import EnergySettings
-from bench.schema import StrictModel
+from bench.schema import HubRepo, HubRevision, LocalPath, RelativeFile, StrictModel, relative_file
 
 __all__ = ["BackendSettings", "Config", "ConfigError", "LlamaCppSettings", "LoadedConfig"]
 
 MAX_CONFIG_BYTES = 1_000_000
 MAX_NODES = 100_000
+# No config section nests deeper than about 6; 32 leaves room and keeps every walk shallow.
+MAX_DEPTH = 32
+# The longest string any key takes, except prompt texts (bounded by the file size instead).
+MAX_STRING_CHARS = 100_000
+# C0 controls and DEL, except tab and newlines: never meant in a config, and an escape sequence
+# in a name would reach the terminal.
+# libyaml when PyYAML has it: the same safe loader, many times faster on large documents.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 class ConfigError(Exception):
@@ -55,20 +64,31 @@ class ModelSpec(StrictModel):
     """A model reference: one of `path`, `repo` (+ `file` or `quants`), `package` + `file`."""
 
     id: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[\w.+-]+$")]
-    path: str | None = None
-    repo: Annotated[str, Field(pattern=r"^[\w.-]+/[\w.-]+$")] | None = None
-    file: str | None = None
+    path: LocalPath | None = None
+    repo: HubRepo | None = None
+    # The GGUF inside the repository or package; relative, never reaching outside it.
+    file: RelativeFile | None = None
     quants: list[Annotated[str, Field(pattern=r"^[\w.-]+$", max_length=40)]] | None = None
-    package: Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*$")] | None = None
+    # An importable name, dotted segments that are identifiers (it is never imported to check).
+    package: Annotated[
+        str, Field(max_length=200, pattern=r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+    ] | None = None
     # A model known to a server by this name (Ollama's "mistral:7b"); no local file.
     served: Annotated[str, Field(min_length=1, max_length=300)] | None = None
     # A high-precision GGUF (F32/F16/BF16) that each of `quants` is built from locally, once,
     # with llama.cpp's quantizer; cached by the source's hash and the type.
-    quantize_from: str | None = None
-    imatrix: str | None = None  # optional importance matrix for quantize_from
+    quantize_from: LocalPath | None = None
+    imatrix: LocalPath | None = None  # optional importance matrix for quantize_from
     # The distribution to pip-install when `package` is missing (defaults to package with - for _).
-    pip: str | None = None
-    revision: str | None = None
+    pip: Annotated[
+        str,
+        Field(
+            max_length=200,
+            pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._,-]+\])?"
+            r"((==|>=|<=|~=|!=|<|>)[A-Za-z0-9.*+!-]+)?$",
+        ),
+    ] | None = None
+    revision: HubRevision | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
@@ -98,6 +118,13 @@ class ModelSpec(StrictModel):
             raise ValueError("'imatrix' is used when quantizing: it needs 'quantize_from'")
         if self.quants and len(set(self.quants)) != len(self.quants):
             raise ValueError("'quants' lists the same quantization twice")
+        if self.file is not None and self.quants:
+            # A quant is put into the file name: the result must stay inside the repository too.
+            for q in self.quants:
+                try:
+                    relative_file(self.file.replace("{quant}", q))
+                except ValueError as e:
+                    raise ValueError(f"'file' with quant {q!r}: {e}") from None
         return self
 
 
@@ -120,7 +147,7 @@ class Workload(StrictModel):
     prompt: list[PromptText] | None = None
     # ... or a prompt pack: `parallel` (built in, 12 languages) or a JSONL file/folder of
     # {id, lang, text}. Each language and each prompt is a sweep value.
-    pack: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
+    pack: LocalPath | None = None
     languages: list[LangCode] | None = None
     prompt_ids: list[Annotated[str, Field(pattern=r"^[\w.-]+$")]] | None = None
     gen_tokens: list[PosInt] = [64]
@@ -216,6 +243,10 @@ class Execution(StrictModel):
     max_cv_pct: Annotated[float, Field(gt=0, le=1000)] = 5.0
     # Flag the run when the CPU was busier than this during the idle baseline.
     max_idle_cpu_pct: Annotated[float, Field(gt=0, le=100)] = 10.0
+    # A sweep with more cells than this is refused before it is expanded (a typo such as an
+    # extra list can multiply a sweep into millions); the ceiling keeps expansion within a few
+    # seconds and a few hundred MB.
+    max_cells: Annotated[int, Field(ge=1, le=100_000)] = 10_000
 
 
 Scalar = Union[bool, int, float, str, None]
@@ -238,7 +269,7 @@ class Quality(StrictModel):
 
 class Config(StrictModel):
     name: Annotated[str, Field(pattern=r"^[\w.-]+$", max_length=80)]
-    description: str = ""
+    description: Annotated[str, Field(max_length=10_000)] = ""
     models: Annotated[list[ModelSpec], Field(min_length=1, max_length=10_000)]
     backends: Annotated[list[BackendSpec], Field(min_length=1, max_length=1000)] = [
         LlamaCppSettings(name="llama-cpp")
@@ -289,6 +320,12 @@ def _node_to_python(
             "write the config out plainly"
         )
     lines.setdefault(path, node.start_mark.line + 1)
+    if len(path) > MAX_DEPTH:
+        # Reached through aliases (the event scan bounds plain nesting).
+        raise _YamlProblem(
+            f"{_dotted(path[:8])}...: nests deeper than {MAX_DEPTH} levels",
+            node.start_mark.line + 1,
+        )
     if node.tag not in _PLAIN_TAGS:
         raise _YamlProblem(
             f"the tag {node.tag} is not accepted; use plain YAML values", node.start_mark.line + 1
@@ -304,6 +341,8 @@ def _node_to_python(
                 raise _YamlProblem("a key must be plain text", kline)
             if key in out:
                 raise _YamlProblem(f"key {key!r} appears twice", kline)
+            if isinstance(key, str):
+                _check_text(key, path + (key,), kline, is_key=True)
             lines[path + (key,)] = knode.start_mark.line + 1
             out[key] = _node_to_python(vnode, path + (key,), lines, budget)
         return out
@@ -311,7 +350,79 @@ def _node_to_python(
         return [
             _node_to_python(item, path + (i,), lines, budget) for i, item in enumerate(node.value)
         ]
-    return _scalar(node)
+    value = _scalar(node)
+    if isinstance(value, str):
+        _check_text(value, path, node.start_mark.line + 1)
+    return value
+
+
+def _check_text(text: str, path: tuple[Any, ...], line: int, is_key: bool = False) -> None:
+    """Refuse what no key of any section means: NUL and control characters, huge strings."""
+    what = f"{_dotted(path)}: the key" if is_key else f"{_dotted(path)}:"
+    prompt_text = path[:2] == ("workload", "prompt")
+    if "\x00" in text or (not prompt_text and _CONTROL.search(text)):
+        raise _YamlProblem(
+            f"{what} contains a NUL or other control character; remove it", line
+        )
+    limit = 200 if is_key else MAX_STRING_CHARS
+    if len(text) > limit and not (prompt_text and not is_key):
+        raise _YamlProblem(
+            f"{what} is {len(text)} characters long, more than the {limit} allowed", line
+        )
+
+
+def _scan_depth(text: str, source: str) -> None:
+    """Refuse nesting deeper than MAX_DEPTH from the event stream, before composing: PyYAML
+    composes recursively, so a deep document would otherwise end in a RecursionError."""
+    # One frame per open collection: [is_mapping, expecting_key, key or index].
+    stack: list[list[Any]] = []
+    path: list[Any] = []
+
+    def value_done() -> None:
+        if stack:
+            top = stack[-1]
+            if top[0]:
+                top[1] = True
+            else:
+                top[2] += 1
+
+    try:
+        for ev in yaml.parse(text, Loader=_LOADER):
+            if isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                if stack:
+                    top = stack[-1]
+                    path.append(top[2])
+                if len(stack) >= MAX_DEPTH:
+                    where = f"{source}:{ev.start_mark.line + 1}"
+                    shown = _dotted(tuple(path[:8])) + ("..." if len(path) > 8 else "")
+                    raise ConfigError(
+                        f"{where}: {shown}: nests deeper than {MAX_DEPTH} levels; no config "
+                        "key needs that"
+                    )
+                stack.append([isinstance(ev, yaml.MappingStartEvent), True, 0])
+            elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                stack.pop()
+                if path:
+                    path.pop()
+                value_done()
+            elif isinstance(ev, (yaml.ScalarEvent, yaml.AliasEvent)):
+                top = stack[-1] if stack else None
+                if top is not None and top[0] and top[1]:
+                    top[1] = False
+                    top[2] = ev.value if isinstance(ev, yaml.ScalarEvent) else "*"
+                else:
+                    value_done()
+    except yaml.YAMLError as e:
+        if "nesting depth" in str(e):
+            # libyaml's own limit, met while it reads ahead of the events seen so far.
+            mark = getattr(e, "problem_mark", None)
+            where = f"{source}:{mark.line + 1}" if mark is not None else source
+            shown = _dotted(tuple(path[:8]))
+            raise ConfigError(
+                f"{where}: {shown}...: nests deeper than {MAX_DEPTH} levels; no config key "
+                "needs that"
+            ) from None
+        return  # composing reports it, with its line
 
 
 _CONSTRUCTOR = yaml.constructor.SafeConstructor()
@@ -341,8 +452,9 @@ def parse_yaml(text: str, source: str = "<config>") -> tuple[Any, dict[tuple[Any
     """YAML text -> (plain data, line of each key path). Raises ConfigError."""
     if len(text.encode("utf-8", "replace")) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{source}: the file is larger than {MAX_CONFIG_BYTES} bytes")
+    _scan_depth(text, source)
     try:
-        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        nodes = list(yaml.compose_all(text, Loader=_LOADER))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source

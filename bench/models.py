@@ -1,16 +1,21 @@
 """Model references -> local GGUF files and their identity.
 
 Three sources: a local `path`, a Hugging Face `repo` (downloaded once into the Hub cache), and a
-`package` that ships the file (found with importlib.resources, never copied). Locating never
-touches the network; `fetch` downloads, and only for Hub models.
+`package` that ships the file (found through the installed distributions' metadata, never
+copied). Locating never touches the network and never imports or runs anything: a `package` is
+looked up in the RECORD of the distribution that provides it, so a same-named module in the
+working folder is never executed. `fetch` downloads, and only for Hub models.
 """
 from __future__ import annotations
 
-import importlib
-import importlib.resources
+import ast
+import importlib.metadata
 import importlib.util
 import os
 import re
+import stat
+import sys
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,22 +44,47 @@ class Located:
         return (self.path is not None or served) and self.problem is None
 
 
-def _check_file(p: Path, what: str) -> str | None:
-    if p.is_dir():
-        return f"{what} {p} is a folder, not a GGUF file; point 'path' at the .gguf file inside"
-    if not p.exists():
-        return f"{what} {p} does not exist; check the path or download the model"
+def check_local_file(p: Path, what: str, gguf: bool = True) -> str | None:
+    """Why `p` cannot be loaded as a GGUF model, or None: it must exist, be a regular file (not
+    a folder, FIFO or device), be readable and (unless `gguf` is False) start with the GGUF
+    magic."""
     try:
-        with p.open("rb") as f:
-            head = f.read(4)
+        st = os.stat(p)
+    except FileNotFoundError:
+        return f"{what} {p} does not exist; check the path or download the model"
+    except PermissionError:
+        return f"{what} {p} cannot be reached (permission denied); check its permissions"
+    except (OSError, ValueError) as e:
+        return f"{what} {p} is not a usable path ({getattr(e, 'strerror', None) or e})"
+    if stat.S_ISDIR(st.st_mode):
+        return f"{what} {p} is a folder, not a GGUF file; point 'path' at the .gguf file inside"
+    if stat.S_ISFIFO(st.st_mode):
+        # Opening a FIFO blocks until a writer comes: never open one.
+        return f"{what} {p} is a named pipe (FIFO), not a model file; give the .gguf file itself"
+    if not stat.S_ISREG(st.st_mode):
+        return f"{what} {p} is not a regular file (a device or socket); give the .gguf file"
+    try:
+        # O_NONBLOCK: if the file was swapped for a FIFO since the stat, open does not hang.
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as e:
         return f"{what} {p} cannot be read ({e.strerror}); check its permissions"
-    if head != GGUF_MAGIC:
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return f"{what} {p} is not a regular file; give the .gguf file"
+        head = os.read(fd, 4)
+    except OSError as e:
+        return f"{what} {p} cannot be read ({e.strerror}); check the file"
+    finally:
+        os.close(fd)
+    if gguf and head != GGUF_MAGIC:
         return (
             f"{what} {p} is not a GGUF file (it starts with {head!r}, not b'GGUF'); "
             "bench runs llama.cpp's GGUF models"
         )
     return None
+
+
+_check_file = check_local_file
 
 
 def pip_name(variant: ModelVariant) -> str:
@@ -99,14 +129,54 @@ def _size(p: Path) -> int | None:
         return None
 
 
+@dataclass(frozen=True)
+class _Installed:
+    """Where an installed distribution put a package, read from its metadata (RECORD)."""
+
+    folder: Path  # the package's folder
+    files: tuple[str, ...]  # paths inside the package folder, '/'-separated
+
+
+def _installed_package(package: str) -> _Installed | None:
+    """The package's folder and files from the metadata of the distribution that installed it;
+    None when no installed distribution provides it. Nothing is imported."""
+    top = package.split(".")[0]
+    prefix = package.replace(".", "/") + "/"
+    try:
+        dist_names = importlib.metadata.packages_distributions().get(top, [])
+    except Exception:  # broken metadata of another package must not stop us
+        dist_names = []
+    for name in dict.fromkeys(dist_names):
+        try:
+            dist = importlib.metadata.distribution(name)
+            files = dist.files or []
+        except Exception:  # an unreadable distribution provides nothing
+            files = []
+        inside = tuple(str(f)[len(prefix):] for f in files if str(f).startswith(prefix))
+        if inside:
+            folder = Path(str(dist.locate_file(prefix.rstrip("/"))))
+            return _Installed(folder, inside)
+    return None
+
+
+def _has_assembler(installed: _Installed) -> bool:
+    """Whether the package defines `assemble()`, read from its source without running it."""
+    if "__init__.py" not in installed.files:
+        return False
+    try:
+        tree = ast.parse((installed.folder / "__init__.py").read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return False
+    return any(
+        isinstance(n, ast.FunctionDef) and n.name == "assemble" for n in tree.body
+    )
+
+
 def _locate_package(variant: ModelVariant) -> Located:
     spec = variant.spec
     assert spec.package is not None and variant.file is not None
-    try:
-        found = importlib.util.find_spec(spec.package)
-    except (ImportError, ValueError):
-        found = None
-    if found is None:
+    installed = _installed_package(spec.package)
+    if installed is None:
         return Located(
             variant,
             None,
@@ -114,35 +184,47 @@ def _locate_package(variant: ModelVariant) -> Located:
             f"model {spec.id!r} comes from the Python package {spec.package!r}, which is not "
             f"installed; install it with: pip install {pip_name(variant)}",
         )
-    try:
-        res = importlib.resources.files(spec.package) / variant.file
-        p = Path(str(res))
-    except (ModuleNotFoundError, TypeError) as e:
-        return Located(variant, None, None, f"cannot look inside package {spec.package!r}: {e}")
-    problem = _check_file(p, f"package {spec.package!r} file")
-    if problem and not p.exists() and _assembler(spec.package) is not None:
+    p = installed.folder / variant.file
+    if variant.file in installed.files:
+        problem = check_local_file(p, f"package {spec.package!r} file")
+        return Located(variant, p if problem is None else None, _size(p), problem)
+    if _has_assembler(installed):
         # Some packages ship a model in chunks and assemble it on request (PyPI's size limit).
         built = _assembled_path(variant.file)
         if built.is_file():
-            return Located(variant, built, _size(built), _check_file(built, "assembled file"))
+            return Located(variant, built, _size(built), check_local_file(built, "assembled file"))
         return Located(
             variant, None, None,
             f"package {spec.package!r} assembles {variant.file} from its chunks on first use",
             downloadable=True,
         )
-    if problem and not p.exists():
-        problem = (
-            f"package {spec.package!r} has no file {variant.file!r}; "
-            f"files there: {', '.join(_gguf_names(p.parent)) or 'none'}"
-        )
-    return Located(variant, p if problem is None else None, _size(p), problem)
+    ggufs = sorted(f for f in installed.files if f.endswith(".gguf") and "/" not in f)
+    return Located(
+        variant, None, None,
+        f"package {spec.package!r} has no file {variant.file!r}; "
+        f"files there: {', '.join(ggufs) or 'none'}",
+    )
 
 
 def _assembler(package: str) -> Any:
-    try:
-        mod = importlib.import_module(package)
-    except ImportError:
+    """The package's `assemble`, imported from where its distribution installed it (not from
+    whatever a same-named module earlier on sys.path would be). Only `fetch` calls this."""
+    installed = _installed_package(package)
+    if installed is None or not _has_assembler(installed):
         return None
+    mod = sys.modules.get(package)
+    if not isinstance(mod, types.ModuleType) or Path(
+        getattr(mod, "__file__", "") or ""
+    ).resolve() != (installed.folder / "__init__.py").resolve():
+        spec = importlib.util.spec_from_file_location(
+            package, installed.folder / "__init__.py",
+            submodule_search_locations=[str(installed.folder)],
+        )
+        if spec is None or spec.loader is None:
+            return None
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[package] = mod
+        spec.loader.exec_module(mod)
     fn = getattr(mod, "assemble", None)
     return fn if callable(fn) else None
 

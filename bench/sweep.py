@@ -1,5 +1,8 @@
 """Config -> the ordered list of cells (cartesian product, then exclude, then include).
 
+The product is counted before it is built and refused above execution.max_cells; exclude and
+include entries are converted with the same types as the sweep's own lists.
+
 Cells come out grouped by load key (model variant, backend, load-time settings), so a model is
 loaded once per distinct load-time setting, not once per cell.
 """
@@ -8,12 +11,22 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
-from bench.config import BackendSettings, Config, ConfigError, ModelSpec, quant_from_filename
+from bench.config import (
+    BackendSettings,
+    Config,
+    ConfigError,
+    LangCode,
+    ModelSpec,
+    PosInt,
+    quant_from_filename,
+)
 
 # The keys every cell has; each backend adds its swept settings. exclude/include use them all.
 BASE_KEYS = ("model", "quant", "backend", "lang", "prompt_id", "prompt_tokens", "gen_tokens")
@@ -141,9 +154,19 @@ def _row(variant: ModelVariant, backend: BackendSettings, setting: dict[str, Any
     }
 
 
-def _product_cells(config: Config) -> list[dict[str, Any]]:
-    rows = []
-    prompts = config.workload.prompt_axis()
+def count_cells(config: Config, n_prompts: int | None = None) -> int:
+    """Cells of the full product (before exclude and include), counted without building any."""
+    if n_prompts is None:
+        n_prompts = len(config.workload.prompt_axis())
+    variants = sum(len(model_variants(spec)) for spec in config.models)
+    settings = sum(math.prod(len(v) for v in b.axes().values()) for b in config.backends)
+    return variants * settings * n_prompts * len(config.workload.gen_tokens)
+
+
+def _product_rows(
+    config: Config, prompts: list[tuple[str, int | None, str | None, str | None]]
+) -> Iterator[dict[str, Any]]:
+    """The product, one row at a time, so exclude filters it before anything is kept."""
     for spec in config.models:
         for variant in model_variants(spec):
             for backend in config.backends:
@@ -152,8 +175,7 @@ def _product_cells(config: Config) -> list[dict[str, Any]]:
                     setting = dict(zip(axes, combo))
                     for prompt in prompts:
                         for gen in config.workload.gen_tokens:
-                            rows.append(_row(variant, backend, setting, prompt, gen))
-    return rows
+                            yield _row(variant, backend, setting, prompt, gen)
 
 
 def _flat(row: dict[str, Any]) -> dict[str, Any]:
@@ -181,34 +203,160 @@ def _check_keys(entry: dict[str, Any], what: str, i: int, allowed: tuple[str, ..
         raise ConfigError(f"{what}[{i}]: an empty entry would match every cell")
 
 
+def _same(a: Any, b: Any) -> bool:
+    # True == 1 in Python, but flash_attn: true and a count of 1 are different settings.
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
+
+
 def _matches(flat: dict[str, Any], entry: dict[str, Any]) -> bool:
-    return all(flat.get(k) == v for k, v in entry.items())
+    return all(k in flat and _same(flat[k], v) for k, v in entry.items())
 
 
-def _include_row(config: Config, entry: dict[str, Any], i: int) -> dict[str, Any]:
-    """An include entry names a cell; unspecified keys take the first value of their axis."""
+# The types of the keys every cell has: the same types the main sweep's keys have.
+_BASE_TYPES: dict[str, TypeAdapter[Any]] = {
+    "model": TypeAdapter(str),
+    "quant": TypeAdapter(str),
+    "backend": TypeAdapter(str),
+    "lang": TypeAdapter(LangCode | None),
+    "prompt_id": TypeAdapter(str),
+    "prompt_tokens": TypeAdapter(PosInt | None),
+    "gen_tokens": TypeAdapter(PosInt),
+}
+
+
+def _first_error(e: ValidationError) -> str:
+    err = e.errors(include_url=False)[0]
+    return str(err["msg"]).removeprefix("Value error, ")
+
+
+def _axis_value(backend: BackendSettings, key: str, value: Any) -> Any:
+    """`value` as the backend's own schema converts it when `key` is swept over it alone.
+
+    Raises ValidationError. The backend model is rebuilt with the one value in place, so a
+    value in exclude/include passes exactly the validators (and conversions) the sweep's does.
+    """
+    data = backend.model_dump(mode="python")
+    if key in type(backend).model_fields:
+        tries: list[Any] = [[value], value]
+    else:
+        tries = []
+        server = data.get("server")
+        if isinstance(server, dict) and key in (server.get("args") or {}):
+            server["args"][key] = [value]
+            tries = [None]
+        elif key in (data.get("options") or {}):
+            data["options"][key] = [value]
+            tries = [None]
+    first: ValidationError | None = None
+    for t in tries:
+        body = dict(data) if t is None else {**data, key: t}
+        try:
+            rebuilt = type(backend).model_validate(body)
+        except ValidationError as e:
+            first = first or e
+            continue
+        got = rebuilt.axes().get(key)
+        if got is not None and len(got) == 1:
+            return got[0]
+    if first is not None:
+        raise first
+    raise ValueError(f"{key!r} is not a swept setting of backend {backend.name!r}")
+
+
+def _coerce_entry(
+    config: Config,
+    entry: dict[str, Any],
+    what: str,
+    i: int,
+    prompts: list[tuple[str, int | None, str | None, str | None]],
+) -> dict[str, Any]:
+    """Validate and convert an exclude/include entry once, with the sweep's own types, and
+    check that the names in it (model, quant, backend, prompt, language) exist."""
+    _check_keys(entry, what, i, cell_keys(config))
+    where = f"{what}[{i}]"
+    out: dict[str, Any] = {}
+    for k, v in entry.items():
+        if k in _BASE_TYPES:
+            try:
+                out[k] = _BASE_TYPES[k].validate_python(v)
+            except ValidationError as e:
+                raise ConfigError(f"{where}.{k}: {_first_error(e)}") from None
+            continue
+        backends = [
+            b for b in config.backends
+            if k in b.axes() and entry.get("backend", b.name) == b.name
+        ]
+        if not backends:
+            named = entry.get("backend")
+            raise ConfigError(f"{where}: backend {named!r} has no setting {k!r}")
+        problem = ""
+        for b in backends:
+            try:
+                out[k] = _axis_value(b, k, v)
+                break
+            except (ValidationError, ValueError) as e:
+                problem = problem or (
+                    _first_error(e) if isinstance(e, ValidationError) else str(e)
+                )
+        else:
+            raise ConfigError(f"{where}.{k}: {problem}")
+    ids = [m.id for m in config.models]
+    if "model" in out and out["model"] not in ids:
+        raise ConfigError(f"{where}.model: no model {out['model']!r}; models: {', '.join(ids)}")
+    if "quant" in out:
+        specs = [m for m in config.models if out.get("model", m.id) == m.id]
+        quants = sorted({v.quant for m in specs for v in model_variants(m)})
+        if out["quant"] not in quants:
+            raise ConfigError(
+                f"{where}.quant: no quant {out['quant']!r}; quants: {', '.join(quants) or 'none'}"
+            )
+    names = list(dict.fromkeys(b.name for b in config.backends))
+    if "backend" in out and out["backend"] not in names:
+        raise ConfigError(
+            f"{where}.backend: no backend {out['backend']!r} in the config; backends: "
+            f"{', '.join(names)}"
+        )
+    if "prompt_id" in out and out["prompt_id"] not in {p[0] for p in prompts} and not (
+        # An include may name a synthetic prompt length that is not on the axis.
+        what == "include" and out["prompt_id"].startswith("synthetic-")
+    ):
+        raise ConfigError(
+            f"{where}.prompt_id: no prompt {out['prompt_id']!r}; prompts: "
+            f"{', '.join(dict.fromkeys(p[0] for p in prompts))}"
+        )
+    if out.get("lang") is not None and out["lang"] not in {p[3] for p in prompts}:
+        langs = sorted({p[3] for p in prompts if p[3]})
+        raise ConfigError(
+            f"{where}.lang: no language {out['lang']!r} in the workload; languages: "
+            f"{', '.join(langs) or 'none (no pack)'}"
+        )
+    return out
+
+
+def _include_row(
+    config: Config,
+    entry: dict[str, Any],
+    i: int,
+    prompts: list[tuple[str, int | None, str | None, str | None]],
+) -> dict[str, Any]:
+    """An include entry (already converted) names a cell; unnamed keys take their axis's first
+    value."""
     model_id = entry.get("model", config.models[0].id if len(config.models) == 1 else None)
     if model_id is None:
         raise ConfigError(f"include[{i}]: name the 'model' (the config has several)")
-    spec = next((m for m in config.models if m.id == model_id), None)
-    if spec is None:
-        ids = ", ".join(m.id for m in config.models)
-        raise ConfigError(f"include[{i}]: no model {model_id!r}; models: {ids}")
+    spec = next(m for m in config.models if m.id == model_id)
     variants = model_variants(spec)
     quant = entry.get("quant", variants[0].quant)
     variant = next((v for v in variants if v.quant == quant), None)
     if variant is None:
         raise ConfigError(f"include[{i}]: model {model_id!r} has no quant {quant!r}")
     bname = entry.get("backend", config.backends[0].name)
-    backend = next((b for b in config.backends if b.name == bname), None)
-    if backend is None:
-        raise ConfigError(f"include[{i}]: no backend {bname!r} in the config")
+    backend = next(b for b in config.backends if b.name == bname)
     axes = backend.axes()
     unknown = [k for k in entry if k not in BASE_KEYS and k not in axes]
     if unknown:
         raise ConfigError(f"include[{i}]: backend {bname!r} has no setting {unknown[0]!r}")
     setting = {k: entry.get(k, values[0]) for k, values in axes.items()}
-    prompts = config.workload.prompt_axis()
     if "prompt_id" in entry or "lang" in entry:
         prompt = next(
             (
@@ -223,36 +371,48 @@ def _include_row(config: Config, entry: dict[str, Any], i: int) -> dict[str, Any
         if config.workload.prompt is not None:
             raise ConfigError(f"include[{i}]: 'prompt_tokens' needs a synthetic workload")
         n = entry["prompt_tokens"]
-        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 1_000_000:
-            raise ConfigError(f"include[{i}]: prompt_tokens must be an integer from 1 to 1000000")
+        if n is None:
+            raise ConfigError(f"include[{i}].prompt_tokens: give a number of tokens")
         prompt = (f"synthetic-{n}", n, None, None)
     else:
         prompt = prompts[0]
     gen = entry.get("gen_tokens", config.workload.gen_tokens[0])
-    if not isinstance(gen, int) or isinstance(gen, bool) or not 1 <= gen <= 1_000_000:
-        raise ConfigError(f"include[{i}]: gen_tokens must be an integer from 1 to 1000000")
-    # Swept values are validated by the backend's own schema.
-    for k, v in setting.items():
-        if v != axes[k][0]:
-            try:
-                type(backend).model_validate({**backend.model_dump(), k: [v]})
-            except ValidationError as e:
-                msg = e.errors(include_url=False)[0]["msg"]
-                raise ConfigError(f"include[{i}]: {k}: {msg}") from None
     return _row(variant, backend, setting, prompt, gen)
 
 
-def expand(config: Config) -> list[Cell]:
-    rows = _product_cells(config)
-    allowed = cell_keys(config)
-    for i, entry in enumerate(config.exclude):
-        _check_keys(entry, "exclude", i, allowed)
-    rows = [r for r in rows if not any(_matches(_flat(r), e) for e in config.exclude)]
-    seen = {json.dumps(_flat(r), sort_keys=True, default=str) for r in rows}
-    for i, entry in enumerate(config.include):
-        _check_keys(entry, "include", i, allowed)
-        row = _include_row(config, entry, i)
-        key = json.dumps(_flat(row), sort_keys=True, default=str)
+def _row_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    # 1 and True are different settings (see _same).
+    return tuple((k, isinstance(v, bool), v) for k, v in _flat(row).items())
+
+
+def _no_check() -> None:
+    pass
+
+
+def expand(config: Config, check: Callable[[], None] = _no_check) -> list[Cell]:
+    """The sweep's cells. `check` is called as the cells are built (every 1024) so a caller
+    can stop a long expansion (bench.preflight raises KeyboardInterrupt from it on a signal)."""
+    prompts = config.workload.prompt_axis()
+    cap = config.execution.max_cells
+    total = count_cells(config, len(prompts))
+    if total + len(config.include) > cap:
+        raise ConfigError(
+            f"the sweep has {total + len(config.include):,} cells (the product of its lists, "
+            f"before exclude), more than execution.max_cells ({cap:,}); shorten its lists, or "
+            "raise execution.max_cells"
+        )
+    excludes = [_coerce_entry(config, e, "exclude", i, prompts) for i, e in enumerate(config.exclude)]
+    includes = [_coerce_entry(config, e, "include", i, prompts) for i, e in enumerate(config.include)]
+    rows = []
+    for n, r in enumerate(_product_rows(config, prompts)):
+        if not n & 1023:
+            check()
+        if not any(_matches(_flat(r), e) for e in excludes):
+            rows.append(r)
+    seen = {_row_key(r) for r in rows}
+    for i, entry in enumerate(includes):
+        row = _include_row(config, entry, i, prompts)
+        key = _row_key(row)
         if key not in seen:
             seen.add(key)
             rows.append(row)
@@ -266,7 +426,11 @@ def expand(config: Config) -> list[Cell]:
         cells.append((order[lk], r))
     cells.sort(key=lambda t: t[0])
     out = []
+    # One tuple per backend, shared by its cells (a large sweep must stay small in memory).
+    fixed = {id(b): tuple(b.fixed().items()) for b in config.backends}
     for idx, (_, r) in enumerate(cells):
+        if not idx & 1023:
+            check()
         pid, n, text, lang = r["prompt"]
         b: BackendSettings = r["backend"]
         out.append(
@@ -280,7 +444,7 @@ def expand(config: Config) -> list[Cell]:
                 prompt_text=text,
                 gen_tokens=r["gen_tokens"],
                 lang=lang,
-                extra=tuple(b.fixed().items()),
+                extra=fixed[id(b)],
                 load_time=b.LOAD_TIME,
             )
         )

@@ -158,3 +158,60 @@ def test_arbitrary_text_is_accepted_or_rejected_cleanly(text):
         loads_config(text)
     except ConfigError as e:
         assert str(e)
+
+
+# -- hostile values: one message naming the key, exit 2, never a traceback ---------------------
+
+HOSTILE_MODEL = "name: h\nmodels:\n  - {id: m, %s}\nenergy: {meters: none}\n"
+PLAIN_MODEL = "models:\n  - {id: m, path: /m.gguf}\nenergy: {meters: none}\n"
+HOSTILE_SERVER = (
+    "name: h\nmodels:\n  - {id: m, served: x}\nbackends:\n  - %s\nenergy: {meters: none}\n"
+)
+
+
+@pytest.mark.parametrize(
+    "text, names",
+    [
+        ("name: h\nmodels:\n  - id: m\n    path: " + "[" * 5000 + "]" * 5000 + "\n",
+         "models[0].path"),
+        ("name: h\nexclude:\n" + "".join("  " * (i + 1) + f"k{i}:\n" for i in range(40)),
+         "exclude.k0.k1"),
+        (HOSTILE_MODEL % 'path: "/tmp/a\\0b.gguf"', "models[0].path: contains a NUL"),
+        ('name: h\ndescription: "\\e[2J"\n' + PLAIN_MODEL,
+         "description: contains a NUL or other control character"),
+        ("name: h\ndescription: '" + "x" * 100_001 + "'\n" + PLAIN_MODEL,
+         "description: is 100001 characters long"),
+        (HOSTILE_MODEL % ("path: /" + "a" * 300 + ".gguf"), "models[0].path: "),
+        (HOSTILE_MODEL % ("path: /" + "ab/" * 1400 + "m.gguf"), "models[0].path: "),
+        (HOSTILE_MODEL % "repo: ../.., file: m.gguf", "models[0].repo: '../..' is not a"),
+        (HOSTILE_MODEL % "repo: org/.., file: m.gguf", "models[0].repo"),
+        (HOSTILE_MODEL % "repo: o--x/r, file: m.gguf", "models[0].repo"),
+        (HOSTILE_MODEL % "repo: o/r, file: ../../etc/passwd", "models[0].file: '../../etc/passwd'"),
+        (HOSTILE_MODEL % "repo: o/r, file: /etc/passwd", "models[0].file"),
+        (HOSTILE_MODEL % "repo: o/r, file: 'x/{quant}/m.gguf', quants: ['..']",
+         "models[0]: 'file' with quant '..'"),
+        (HOSTILE_MODEL % "repo: o/r, file: m.gguf, revision: ../../main", "models[0].revision"),
+        (HOSTILE_MODEL % "package: evil.., file: m.gguf", "models[0].package"),
+        (HOSTILE_MODEL % "package: os, file: ../../etc/passwd", "models[0].file"),
+        (HOSTILE_MODEL % "package: p, file: m.gguf, pip: 'p; rm -rf /'", "models[0].pip"),
+        (HOSTILE_SERVER % "{name: openai, url: 'http://127.0.0.1:70000/v1'}",
+         "backends[0].url: url has a port that is not a number from 1 to 65535"),
+        (HOSTILE_SERVER % "{name: ollama, url: 'http://127.0.0.1:0'}", "backends[0].url"),
+        (HOSTILE_SERVER % "{name: openai, server: {command: [x], port: 65536}}",
+         "backends[0].server.port"),
+        (HOSTILE_SERVER % "{name: openai, server: {command: [x], port: 0}}",
+         "backends[0].server.port"),
+        ("name: h\nmodels:\n  - {id: m, served: x}\nenergy: {rapl: {root: '/" + "r" * 300 + "'}}\n",
+         "energy.rapl.root"),
+    ],
+    ids=["deep-list", "deep-map", "nul", "escape", "huge-string", "long-segment", "long-path",
+         "repo-dotdot", "repo-name-dotdot", "repo-dashes", "file-dotdot", "file-absolute",
+         "quant-dotdot", "revision-dotdot", "package-dots", "package-file-dotdot", "pip-shell",
+         "url-port-high", "url-port-zero", "server-port-high", "server-port-zero", "rapl-root"],
+)
+def test_a_hostile_value_names_its_key_and_exits_2(tmp_path, capsys, text, names):
+    p = tmp_path / "h.yaml"
+    p.write_text(text)
+    assert main(["run", str(p), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert names in err and "Traceback" not in err

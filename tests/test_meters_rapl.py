@@ -1,6 +1,7 @@
 """RaplMeter against a fake powercap tree (tests/fakes/powercap.py) with known power."""
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import time
@@ -151,14 +152,46 @@ def test_auto_reports_rapl_permission_problem_with_the_fix_instead_of_raising(
         m.close()
 
 
-def test_rapl_refuses_a_poll_interval_too_long_to_count_wraps(tmp_path: Path) -> None:
+def test_rapl_refuses_only_a_counter_that_could_wrap_faster_than_it_updates(
+    tmp_path: Path,
+) -> None:
     pc = FakePowercap(tmp_path)
-    # 1 J counter at up to 1000 W wraps within 1 ms: a 50 ms poll would miss wraps.
+    # 1 J counter at up to 1000 W wraps within 1 ms: no poll can see each wrap of it.
     pc.add_zone("intel-rapl:0", "package-0", 10.0, max_range_uj=1_000_000)
     with pytest.raises(MeterUnavailable) as e:
         RaplMeter.open(settings(tmp_path, interval_ms=50))
     assert "wraparound" in e.value.reason
-    assert e.value.fix is not None and "energy.interval_ms" in e.value.fix
+    assert e.value.fix is not None and "energy.rapl.max_power_w" in e.value.fix
+
+
+def test_rapl_polls_each_counter_as_often_as_its_range_needs_not_at_the_timeline_interval(
+    tmp_path: Path,
+) -> None:
+    pc = FakePowercap(tmp_path)
+    # A 2 J counter at up to 100 W could wrap every 20 ms; the timeline asks for 400 ms, which
+    # once made the meter unavailable. The poller now reads every 5 ms and the timeline keeps
+    # its 400 ms spacing.
+    pc.add_zone("intel-rapl:0", "package-0", 10.0, max_range_uj=2_000_000, start_uj=1_900_000)
+    m = RaplMeter.open(settings(tmp_path, interval_ms=400, max_power_w=100))
+    assert m.poll_interval_s == pytest.approx(0.02 / rapl_mod.POLLS_PER_WRAP)
+    assert m.interval_s == pytest.approx(0.4)
+    start = m.read()
+    m.start()
+    try:
+        with pc.running(step_s=0.001):
+            deadline = time.monotonic() + 20
+            while pc.zones["intel-rapl:0"].wraps < 4 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        end = m.read()
+    finally:
+        m.close()
+    assert pc.zones["intel-rapl:0"].wraps >= 4
+    assert m.poll_error is None
+    measured = end.joules["cpu-package-0"] - start.joules["cpu-package-0"]
+    assert measured == pytest.approx(pc.truth_j("intel-rapl:0"), rel=0.01)
+    points = m.timeline(0, float("inf"))
+    gaps = [b.t - a.t for a, b in itertools.pairwise(points)]
+    assert gaps and min(gaps) >= 0.39  # the fast reads stay out of the power timeline
 
 
 def test_rapl_flags_reads_too_far_apart_to_count_wraps(

@@ -37,11 +37,23 @@ def test_missing_package_says_which_pip_install_brings_it():
         fetch(loc.variant)
 
 
-def test_package_without_the_file_lists_what_it_has(tmp_path, monkeypatch):
-    pkg = tmp_path / "fake_model_pkg"
+def install_fake_distribution(site, package: str, files: dict[str, bytes]) -> None:
+    """A package as pip leaves it: its folder plus a dist-info whose RECORD lists the files."""
+    pkg = site / package
     pkg.mkdir()
-    (pkg / "__init__.py").write_text("")
-    (pkg / "real.Q4_0.gguf").write_bytes(b"GGUF")
+    for name, data in files.items():
+        (pkg / name).write_bytes(data)
+    info = site / f"{package}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package}\nVersion: 1.0\n")
+    (info / "top_level.txt").write_text(package + "\n")
+    (info / "RECORD").write_text("".join(f"{package}/{n},,\n" for n in files))
+
+
+def test_package_without_the_file_lists_what_it_has(tmp_path, monkeypatch):
+    install_fake_distribution(
+        tmp_path, "fake_model_pkg", {"__init__.py": b"", "real.Q4_0.gguf": b"GGUF"}
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     loc = locate(variant("{id: t, package: fake_model_pkg, file: wrong.gguf}"))
     assert "has no file 'wrong.gguf'; files there: real.Q4_0.gguf" in loc.problem
@@ -75,3 +87,29 @@ def test_sha256_is_cached_by_path_size_and_mtime(tmp_path, monkeypatch):
     assert (tmp_path / "cache" / "bench" / "sha256.json").exists()
     p.write_bytes(b"GGUF5678")  # size same, mtime changes -> rehashed
     assert sha256_of(p) == hashlib.sha256(b"GGUF5678").hexdigest()
+
+
+def test_a_package_is_located_from_its_metadata_without_running_its_code(tmp_path, monkeypatch):
+    marker = tmp_path / "ran.txt"
+    runs = f"open({str(marker)!r}, 'w').write('ran')\n".encode()
+    install_fake_distribution(
+        tmp_path, "shipped_pkg", {"__init__.py": runs, "m.Q4_0.gguf": b"GGUF" + b"\0" * 8}
+    )
+    install_fake_distribution(
+        tmp_path, "chunked_pkg", {"__init__.py": runs + b"def assemble(output_path=None):\n  pass\n"}
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    shipped = locate(variant("{id: t, package: shipped_pkg, file: m.Q4_0.gguf}"))
+    assert shipped.ok and shipped.path == tmp_path / "shipped_pkg" / "m.Q4_0.gguf"
+    chunked = locate(variant("{id: t, package: chunked_pkg, file: big.gguf}"))
+    assert chunked.downloadable and "assembles big.gguf from its chunks" in chunked.problem
+    assert not marker.exists(), "locating a package model ran the package's code"
+
+
+def test_a_fifo_is_never_opened_as_a_model(tmp_path):
+    import os
+
+    fifo = tmp_path / "m.gguf"
+    os.mkfifo(fifo)
+    # Opening a FIFO for reading blocks until a writer comes; the check must not open it.
+    assert "named pipe (FIFO)" in locate(variant(f"{{id: t, path: '{fifo}'}}")).problem

@@ -50,6 +50,12 @@ def check_url(url: str, what: str = "url") -> str:
     parts = urlsplit(probe)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{what} must be an http:// or https:// URL with a host; got {url!r}")
+    try:  # urlsplit checks a port's range only when asked; {port} is filled in later
+        port = urlsplit(re.sub(r"\{\w+\}", "1", url)).port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError(f"{what} has a port that is not a number from 1 to 65535; got {url!r}")
     if parts.username or parts.password:
         raise ValueError(
             f"{what} must not carry a user name or password; put the key in an environment "

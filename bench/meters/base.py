@@ -61,7 +61,12 @@ class Meter(ABC):
 
     def __init__(self, settings: EnergySettings):
         self.settings = settings
+        # The power timeline's spacing (energy.interval_ms) ...
         self.interval_s = settings.interval_ms / 1000.0
+        # ... and how often the poller reads, which a meter may make shorter: RAPL reads each
+        # counter often enough to see every wraparound, whatever the timeline's spacing.
+        self.poll_interval_s = self.interval_s
+        self._next_timeline_t = 0.0
         self._lock = threading.Lock()
         self._timeline: deque[Reading] = deque(maxlen=200_000)
         self._stop = threading.Event()
@@ -110,17 +115,26 @@ class Meter(ABC):
         """Start the poller: it counts counter wraparounds and records the power timeline."""
         if self._thread is not None:
             return
-        self._timeline.append(self.read())
+        first = self.read()
+        self._timeline.append(first)
+        self._next_timeline_t = first.t + self.interval_s
         self._thread = threading.Thread(target=self._poll, name=f"meter-{self.name}", daemon=True)
         self._thread.start()
 
     def _poll(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        while not self._stop.wait(self.poll_interval_s):
             try:
-                self._timeline.append(self.read())
+                reading = self.read()
             except Exception as e:  # noqa: BLE001 - any failure ends polling; read() re-raises it
                 self.poll_error = e
                 return
+            # Only every interval_s goes into the timeline; the reads between only keep
+            # counters honest. A late poll does not shift the later timeline points.
+            if reading.t >= self._next_timeline_t:
+                self._timeline.append(reading)
+                self._next_timeline_t += self.interval_s
+                if self._next_timeline_t <= reading.t:  # more than one interval late
+                    self._next_timeline_t = reading.t + self.interval_s
 
     def timeline(self, t0: float, t1: float) -> list[Reading]:
         """Polled readings with t0 <= t <= t1 (perf_counter seconds)."""

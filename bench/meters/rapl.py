@@ -20,8 +20,12 @@ from bench.meters.settings import EnergySettings
 # RAPL updates its energy status registers about every millisecond (Intel SDM vol. 3B, 15.10.1):
 # a shorter span cannot be resolved.
 UPDATE_PERIOD_S = 0.001
-# The poller must read each counter at least this many times per shortest possible wrap period.
-POLLS_PER_WRAP = 2
+# The poller reads each counter at least this many times per shortest possible wrap period
+# (the range over energy.rapl.max_power_w, itself a generous bound): margin for late polls.
+POLLS_PER_WRAP = 4
+# Faster polling than the counters update cannot help: a counter that could wrap within this
+# many seconds (POLLS_PER_WRAP polls) is refused.
+MIN_POLL_S = UPDATE_PERIOD_S
 
 _ZONE_RE = re.compile(r"^(intel-rapl|amd-rapl):(\d+)(?::(\d+))?$")
 
@@ -113,7 +117,8 @@ class RaplMeter(Meter):
     """Cumulative joules per RAPL zone, counting wraparounds of each `energy_uj` counter.
 
     The poller (`start()`) must run while measuring: it is what sees every wraparound between
-    phase edges. open() refuses a poll interval too long to see each one.
+    phase edges. It reads as often as the smallest counter range needs (range / max_power_w /
+    POLLS_PER_WRAP), even when the power timeline is sparser.
     """
 
     name = "rapl"
@@ -127,6 +132,7 @@ class RaplMeter(Meter):
         self.max_power_w = settings.rapl.max_power_w
         # The shortest time any counter could take to wrap at the plausible maximum power.
         self.min_wrap_s = min(z.max_range_uj / 1e6 / self.max_power_w for z in zones)
+        self.poll_interval_s = min(self.interval_s, self.min_wrap_s / POLLS_PER_WRAP)
         # Reads further apart than min_wrap_s may have missed a wrap; counted, never hidden.
         # The span from open() to the first read is not counted: no phase starts before it.
         self._last_sample_t: float | None = None
@@ -203,16 +209,15 @@ class RaplMeter(Meter):
             raise MeterUnavailable(cls.name, "no readable RAPL zone: " + "; ".join(skipped))
 
         meter = cls(settings, root, zones, skipped)
-        if meter.interval_s * POLLS_PER_WRAP > meter.min_wrap_s:
-            # Seeing every wrap needs a read at least once per wrap period; twice leaves margin
-            # for a late poll. Default counters (~262 kJ) wrap after ~4 min even at 1000 W.
-            limit_ms = meter.min_wrap_s / POLLS_PER_WRAP * 1000
+        if meter.poll_interval_s < MIN_POLL_S:
+            # Only a tiny counter range or an absurd power bound gets here: no poll rate
+            # could see each wrap, since the counters themselves update once per millisecond.
             raise MeterUnavailable(
                 cls.name,
-                f"energy.interval_ms={settings.interval_ms:g} is too long to count every "
-                f"wraparound: the smallest counter range wraps after {meter.min_wrap_s:.3g} s "
-                f"at {meter.max_power_w:g} W (energy.rapl.max_power_w).",
-                f"set energy.interval_ms to {limit_ms:.3g} or less",
+                f"a RAPL counter could wrap every {meter.min_wrap_s * 1000:.3g} ms at "
+                f"{meter.max_power_w:g} W (energy.rapl.max_power_w), faster than any poll can "
+                "count each wraparound.",
+                "set energy.rapl.max_power_w to the most this machine's CPU can draw",
             )
         return meter
 

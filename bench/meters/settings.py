@@ -5,11 +5,11 @@ elsewhere (DESIGN.md). docs/energy.md explains each figure's default.
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
-from bench.schema import StrictModel
+from bench.schema import LocalPath, StrictModel
 
 MeterName = Literal["rapl", "nvml", "powermetrics", "estimate"]
 
@@ -19,22 +19,25 @@ _Strict = StrictModel
 
 
 class RaplSettings(_Strict):
-    root: str = "/sys/class/powercap"
+    root: LocalPath = "/sys/class/powercap"
     # A generous ceiling on what one RAPL zone can draw. With each zone's counter range it gives
-    # the shortest time the counter can take to wrap; the poller must read at least twice in it.
+    # the shortest time the counter can take to wrap; the poller reads often enough to see each.
     max_power_w: float = Field(default=1000.0, gt=0, le=100_000)
 
 
 class PowermetricsSettings(_Strict):
     # None means: `powermetrics` when running as root, else `sudo -n powermetrics`.
-    command: list[str] | None = None
+    command: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=4096)]],
+        Field(min_length=1, max_length=100),
+    ] | None = None
     # How long open() waits for the first record before calling powermetrics unusable.
     start_timeout_s: float = Field(default=5.0, gt=0, le=120)
 
 
 class NvmlSettings(_Strict):
     # Which GPUs to read (indices); None reads every GPU NVML reports.
-    devices: list[int] | None = None
+    devices: list[Annotated[int, Field(ge=0, le=1023)]] | None = None
 
 
 class EstimateSettings(_Strict):
