@@ -1,19 +1,12 @@
-"""`bench doctor`: what can be measured on this machine, and why not, without running a sweep."""
+"""What can be measured on this machine, and why not, as data (`bench doctor` prints it)."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
-
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from bench.machine import is_root, machine_facts
 from bench.meters import probe_all
 from bench.meters.settings import EnergySettings
-
-
-def _gib(n: int | None) -> str:
-    return f"{n / 2**30:.1f} GiB" if n else "unknown"
 
 
 def llama_build() -> dict[str, Any]:
@@ -25,6 +18,8 @@ def llama_build() -> dict[str, Any]:
         sw = LlamaCppBackend.software()
     except BackendError as e:
         return {"error": str(e)}
+    if sw.get("error"):
+        return {"error": sw["error"]}
     info = sw.get("llama_cpp_system_info") or ""
     backends = ["CPU"] + [b for b in ("CUDA", "Metal", "Vulkan", "ROCm", "SYCL") if b in info]
     return {**sw, "backends": backends}
@@ -34,46 +29,35 @@ def llama_build() -> dict[str, Any]:
 _NOT_SHOWN = {"domains", "first_reading_j", "snapshot"}
 
 
-def doctor(console: Console, settings: EnergySettings | None = None) -> int:
-    settings = settings or EnergySettings()
-    m = machine_facts()
-    console.print("[bold]machine[/]")
-    console.print(f"  CPU: {m['cpu_model']} ({m['cpu_cores_physical']} physical / "
-                  f"{m['cpu_cores_logical']} logical cores), RAM {_gib(m['ram_bytes'])}")
-    console.print(f"  OS: {m['os']}; running as {'root' if is_root() else 'a normal user'}"
-                  + ("; virtual machine" if m.get("virtualized") else ""))
-    if m.get("cpu_governor"):
-        console.print(f"  CPU frequency governor: {m['cpu_governor']}")
+@dataclass
+class MeterRow:
+    name: str
+    available: bool
+    what: str  # why not, or what it reads
+    fix: str
 
-    console.print("[bold]energy meters[/] (energy.meters: auto uses every available one)")
-    table = Table(show_header=True)
-    for col in ("meter", "available", "why not / what it reads", "fix"):
-        table.add_column(col, overflow="fold")
-    statuses = probe_all(settings)
-    for s in statuses:
+
+@dataclass
+class DoctorReport:
+    machine: dict[str, Any]
+    root: bool
+    meters: list[MeterRow] = field(default_factory=list)
+    llama: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def hardware_meter(self) -> bool:
+        return any(m.available and m.name != "estimate" for m in self.meters)
+
+
+def doctor(settings: EnergySettings | None = None) -> DoctorReport:
+    """Probe the machine, every energy meter and the engine build; print nothing."""
+    settings = settings or EnergySettings()
+    report = DoctorReport(machine=machine_facts(), root=is_root())
+    for s in probe_all(settings):
         shown = {k: v for k, v in (s.facts or {}).items() if k not in _NOT_SHOWN}
         what = s.reason if not s.available else (
             ", ".join(f"{k}={v}" for k, v in shown.items()) or "readable"
         )
-        table.add_row(s.name, "yes" if s.available else "no", escape(what), escape(s.fix or ""))
-    console.print(table)
-    hardware = [s for s in statuses if s.available and s.name != "estimate"]
-    if not hardware:
-        console.print(
-            "[yellow]No energy meter can be read here[/]: runs report energy as an ESTIMATE "
-            "(CPU time × watts per core), marked method=estimate everywhere."
-        )
-
-    console.print("[bold]llama.cpp build[/]")
-    b = llama_build()
-    if "error" in b:
-        console.print(f"  {escape(b['error'])}")
-    else:
-        console.print(f"  llama-cpp-python {b.get('llama_cpp_python')}; compute backends: "
-                      f"{', '.join(b['backends'])}; GPU offload: "
-                      f"{'yes' if b.get('llama_cpp_gpu_offload') else 'no'}")
-        console.print(f"  system info: {escape(str(b.get('llama_cpp_system_info')))}")
-        if not b.get("llama_cpp_gpu_offload"):
-            console.print("  (for CUDA rebuild with CMAKE_ARGS='-DGGML_CUDA=on' pip install "
-                          "--force-reinstall --no-cache-dir llama-cpp-python; see README)")
-    return 0
+        report.meters.append(MeterRow(s.name, s.available, str(what or ""), s.fix or ""))
+    report.llama = llama_build()
+    return report
