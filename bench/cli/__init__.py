@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bench",
         description="Speed and energy of local language models, measured on this machine.",
     )
+    from bench import __version__
+
+    p.add_argument("--version", action="version", version=f"bench {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     for cls in COMMANDS:
         sp = sub.add_parser(cls.name, help=cls.help)

@@ -22,12 +22,17 @@ def console(stderr: bool = False) -> Console:
     # In a log or a pipe, rich would fold tables to 80 columns; a wide fixed width keeps
     # the summary readable there (COLUMNS still wins when set).
     width = None if probe.is_terminal or os.environ.get("COLUMNS") else 160
-    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
+    # A terminal gets lines wrapped at word boundaries, within its width; a log keeps each
+    # message on one line, where grep finds it.
+    return Console(stderr=stderr, highlight=False, soft_wrap=not probe.is_terminal,
+                   width=width)
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> int:
     """Print one sentence on stderr and return the exit code (2: the user can fix it)."""
-    console(stderr=True).print(f"[bold red]error:[/] {escape(message)}")
+    from bench.cli.hints import fit_install_hints
+
+    console(stderr=True).print(f"[bold red]error:[/] {escape(fit_install_hints(message))}")
     return code
 
 

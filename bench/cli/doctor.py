@@ -9,6 +9,7 @@ from rich.table import Table
 
 from bench.cli.base import EXIT_OK, Command, fail
 from bench.cli.base import console as make_console
+from bench.cli.hints import fit_install_hints, pip_command
 from bench.doctor import DoctorReport, doctor
 
 
@@ -32,7 +33,7 @@ def print_doctor(console: Console, report: DoctorReport) -> None:
         table.add_column(col, overflow="fold")
     for row in report.meters:
         table.add_row(row.name, "yes" if row.available else "no", escape(row.what),
-                      escape(row.fix))
+                      escape(fit_install_hints(row.fix)))
     console.print(table)
     if not report.hardware_meter:
         console.print(
@@ -43,15 +44,25 @@ def print_doctor(console: Console, report: DoctorReport) -> None:
     console.print("[bold]llama.cpp build[/]")
     b = report.llama
     if "error" in b:
-        console.print(f"  {escape(b['error'])}")
+        console.print(f"  {escape(fit_install_hints(b['error']))}")
     else:
         console.print(f"  llama-cpp-python {b.get('llama_cpp_python')}; compute backends: "
                       f"{', '.join(b['backends'])}; GPU offload: "
                       f"{'yes' if b.get('llama_cpp_gpu_offload') else 'no'}")
+        for name, desc in report.devices:
+            console.print(f"  device {escape(name)}: {escape(desc)}")
         console.print(f"  system info: {escape(str(b.get('llama_cpp_system_info')))}")
         if not b.get("llama_cpp_gpu_offload"):
-            console.print("  (for CUDA rebuild with CMAKE_ARGS='-DGGML_CUDA=on' pip install "
-                          "--force-reinstall --no-cache-dir llama-cpp-python; see README)")
+            console.print(
+                "  (for CUDA rebuild with CMAKE_ARGS='-DGGML_CUDA=on' "
+                f"{escape(pip_command())} install --force-reinstall --no-cache-dir "
+                "llama-cpp-python; see README)"
+            )
+
+    console.print("[bold]local servers[/] (127.0.0.1, default ports)")
+    for s in report.servers:
+        mark = "[green]answers[/]" if s.answers else "[dim]no[/]"
+        console.print(f"  {s.name}: {mark} {escape(s.url)}: {escape(s.detail)}")
 
 
 class DoctorCommand(Command):
