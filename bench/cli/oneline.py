@@ -111,8 +111,9 @@ def model_entry(arg: str) -> dict[str, Any]:
 def _unique_ids(models: list[dict[str, Any]]) -> None:
     """Two files with the same name but another quant get their quant back in the id."""
     seen: dict[str, int] = {}
+    ids = [m["id"] for m in models]
     for m in models:
-        if [x["id"] for x in models].count(m["id"]) > 1:
+        if ids.count(m["id"]) > 1:
             source = m.get("path") or m.get("file") or ""
             quant = quant_from_filename(source) or "".join(m.get("quants") or [])
             if quant:

@@ -194,8 +194,8 @@ def _wrap(text: str, width: int) -> list[str]:
 
 
 def render_table(cells: list[CellSummary], width: int, estimated: bool = False) -> list[str]:
-    """The end table as lines no wider than `width`. Text columns that are the same in every
-    row move to a line above, long text is abbreviated with …, then the least important number
+    """The end table as lines no wider than `width`. When it is too wide, what every row shares
+    moves to a line above, long text is abbreviated with …, then the least important number
     columns are dropped; a number is never cut."""
     cols = [
         _Col("cell", [c.cell_id for c in cells], False, 2),
@@ -205,7 +205,7 @@ def render_table(cells: list[CellSummary], width: int, estimated: bool = False) 
         _Col("test", [c.test for c in cells], False, 99, 8),
         _Col("n", [str(c.n) for c in cells], True, 3),
     ]
-    ranks = {"prefill_tps": 6, "decode_tps": 99, "ttft_ms": 5, "j_per_token": 4,
+    ranks = {"prefill_tps": 6, "decode_tps": 99, "ttft_ms": 4, "j_per_token": 5,
              "overhead_decode_pct": 1}
     for m in METRICS:
         label = m.label + (" (est.)" if m.key == "j_per_token" and estimated else "")
@@ -217,9 +217,19 @@ def render_table(cells: list[CellSummary], width: int, estimated: bool = False) 
         return sum(c.width for c in cs) + 2 * (len(cs) - 1)
 
     if total(cols) > width and len(cells) > 0:
+        # What every row shares says nothing about the rows: state it once, above.
         for c in list(cols):
-            if not c.numeric and c.label != "cell" and len(set(c.values)) == 1:
-                above.append(f"{c.label}: {c.values[0]}")
+            if c.numeric or c.label == "cell":
+                continue
+            split = [v.split(" ") for v in c.values]
+            common = [t for t in split[0] if t and all(t in row for row in split[1:])]
+            if not common:
+                continue
+            above.append(f"{c.label}: {' '.join(common)}")
+            rest = [" ".join(t for t in row if t not in common) for row in split]
+            if any(rest):
+                c.values = rest
+            else:
                 cols.remove(c)
     # Abbreviate text, widest first, down to its minimum.
     while total(cols) > width:
@@ -244,9 +254,7 @@ def render_table(cells: list[CellSummary], width: int, estimated: bool = False) 
             parts.append(pad + v if c.numeric else v + pad)
         return "  ".join(parts).rstrip()
 
-    out = []
-    for a in above:
-        out.extend(_wrap(a, width))
+    out = _wrap("all cells: " + " · ".join(above), width) if above else []
     out.append(line([c.label for c in cols]))
     out.append(line(["─" * w for w in widths]))
     for i in range(len(cells)):
