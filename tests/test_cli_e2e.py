@@ -96,6 +96,14 @@ def test_csv_json_and_jsonl_say_the_same_as_the_markdown(md_run):
         1000 * sum(r["ttft_s"] for r in run.trials if not r["warmup"]) / 3)
 
 
+def test_a_dry_run_estimates_from_the_rates_an_earlier_run_measured(md_run, smol_path, capsys):
+    folder = md_run[3]
+    assert main(["run", "-m", str(smol_path), "-p", "64,512", "-n", "32", "--dry-run",
+                 "--out", str(folder.parent)]) == 0
+    out = capsys.readouterr().out
+    assert f"rates measured in {folder.name}" in out and "assumed" not in out
+
+
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 
 

@@ -234,8 +234,13 @@ class RunProgress:
         with self._lock:
             self.tracker.cell_start(cell, time.monotonic())
             if not self.live:
-                self.console.print(f"cell {i + 1}/{n} {cell.describe()}", markup=False,
-                                   highlight=False)
+                now = time.monotonic()
+                eta, measured = self.tracker.eta_s(now)
+                self.console.print(
+                    f"cell {i + 1}/{n} {cell.describe()} ({clock(now - self.tracker.t0)} "
+                    f"elapsed, ETA {'' if measured else '~'}{clock(eta)})",
+                    markup=False, highlight=False,
+                )
             self._draw()
 
     def _trial(self, cell: Any, j: int, n: int, warm: bool) -> None:

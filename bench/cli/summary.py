@@ -118,8 +118,8 @@ def summarise(trials: list[dict[str, Any]], manifest: dict[str, Any]) -> list[Ce
         cell = CellSummary(
             cell_id=cid,
             model=str(p.get("model")),
-            # The GGUF's own file type where the file name did not say.
-            quant=str(p.get("quant") or facts.get("quant_type") or ""),
+            # The GGUF's own word on its file type; the file name's where it was not read.
+            quant=str(facts.get("quant_type") or p.get("quant") or ""),
             backend=str(p.get("backend")),
             settings=settings,
             test=test,
