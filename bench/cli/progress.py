@@ -66,7 +66,7 @@ class Tracker:
         self.warm_done = 0
         self.t0 = time.monotonic() if now is None else now
         self.cell: Any = None
-        self.phase = "starting"
+        self.phase = "idle baseline, loading"
         # Seconds of work (by the plan) still ahead, finished, and really spent on finished.
         self.left_est = plan.total_s
         self.done_est = 0.0
@@ -149,8 +149,12 @@ class Tracker:
         left = short_label(self.cell) if self.cell is not None else ""
         phase = self.phase
         bar_w = 12 if width >= 60 else max(4, width // 8)
-        room = width - cell_len(right) - bar_w - 2
-        text = _clip(f"{left} {phase}".strip(), max(room, 0))
+        room = max(0, width - cell_len(right) - bar_w - 2)
+        # The phase (warm-up or trial k/n) stays whole; the cell label gives way.
+        if left and cell_len(phase) + 6 <= room:
+            text = f"{_clip(left, room - cell_len(phase) - 1)} {phase}"
+        else:
+            text = _clip(f"{left} {phase}".strip(), room)
         frac = self.done / self.total if self.total else 1.0
         fill = round(frac * bar_w)
         bar = "━" * fill + "╺" + "─" * (bar_w - fill - 1) if fill < bar_w else "━" * bar_w

@@ -193,6 +193,25 @@ def _wrap(text: str, width: int) -> list[str]:
     return textwrap.wrap(text, width, break_long_words=True, break_on_hyphens=False) or [""]
 
 
+def _pack(items: list[str], width: int) -> list[str]:
+    """Items on as few lines as fit `width`, each item whole where it fits on a line."""
+    lines: list[str] = []
+    cur = ""
+    for i, item in enumerate(items):
+        sep = "" if not cur else (" " if i == 1 else " · ")
+        if cur and cell_len(cur + sep + item) > width:
+            lines.append(cur)
+            cur = ""
+            sep = ""
+        if cell_len(item) > width:
+            lines.extend(_wrap(item, width))
+            continue
+        cur += sep + item
+    if cur:
+        lines.append(cur)
+    return lines
+
+
 def render_table(cells: list[CellSummary], width: int, estimated: bool = False) -> list[str]:
     """The end table as lines no wider than `width`. When it is too wide, what every row shares
     moves to a line above, long text is abbreviated with …, then the least important number
@@ -254,7 +273,7 @@ def render_table(cells: list[CellSummary], width: int, estimated: bool = False) 
             parts.append(pad + v if c.numeric else v + pad)
         return "  ".join(parts).rstrip()
 
-    out = _wrap("all cells: " + " · ".join(above), width) if above else []
+    out = _pack(["all cells:"] + above, width) if above else []
     out.append(line([c.label for c in cols]))
     out.append(line(["─" * w for w in widths]))
     for i in range(len(cells)):
