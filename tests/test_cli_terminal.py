@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import string
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.cells import cell_len
@@ -146,3 +147,13 @@ def test_the_progress_line_fits_any_width(width, model):
     line = t.line(width, 3725.0)
     assert cell_len(line) <= width
     assert "ETA" in line or width < 40
+
+
+def test_eta_counts_down_through_the_idle_baseline_but_not_past_the_trials(tmp_path):
+    config, cs = _cells(tmp_path, ["16"])
+    p = plan(cs, config)
+    t = Tracker(p, warmup=1, measured=2, now=0.0)
+    start, _ = t.eta_s(0.0)
+    assert t.eta_s(3.0)[0] == pytest.approx(start - 3.0)
+    trials_only = p.total_s - p.idle_s - p.load_s
+    assert t.eta_s(1000.0)[0] == pytest.approx(trials_only)

@@ -137,6 +137,10 @@ class Tracker:
         measured = self.done_est > 0 and self.spent > 0
         scale = self.spent / self.done_est if measured else 1.0
         left = max(0.0, self.left_est) * scale
+        if not self._started:
+            # Idle baseline and first load under way: they count down, the trials do not.
+            floor = self.left_est - self.plan.idle_s - self.plan.load_s
+            left = max(floor, self.left_est - (now - self.t0))
         if self._trial_started is not None:
             left -= min(now - self._trial_started, self._trial_est * scale)
         return max(0.0, left), measured
