@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
@@ -10,7 +11,9 @@ from rich.table import Table
 from bench.cli.base import EXIT_OK, Command, fail
 from bench.cli.base import console as make_console
 from bench.cli.hints import fit_install_hints, pip_command
-from bench.doctor import DoctorReport, doctor
+
+if TYPE_CHECKING:  # the probes import the meters: only when doctor runs
+    from bench.doctor import DoctorReport
 
 
 def _gib(n: int | None) -> str:
@@ -75,6 +78,7 @@ class DoctorCommand(Command):
 
     def run(self, config: str | None = None) -> int:
         from bench.config import ConfigError, load_config
+        from bench.doctor import doctor
 
         settings = None
         if config:
