@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from rich.console import Console
 from rich.markup import escape
@@ -47,8 +48,8 @@ class Command:
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         """Declare the command's arguments on its sub-parser."""
 
-    def run(self, **kwargs: Any) -> int:
-        raise NotImplementedError
+    # Each command's run(keyword arguments) -> exit code; argparse's dest names match them.
+    run: Callable[..., int]
 
     def __call__(self, args: argparse.Namespace) -> int:
         from bench.results import ResultsError

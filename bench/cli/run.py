@@ -114,7 +114,9 @@ class RunCommand(Command):
                 from bench.cli.oneline import build_config, load_oneline
 
                 line = _command_line(models, flags)
-                loaded, yaml_text = load_oneline(build_config(models, **flags), line)
+                built = build_config(models, prompt=prompt, gen=gen, threads=threads, ngl=ngl,
+                                     depth=depth, repetitions=repetitions)
+                loaded, yaml_text = load_oneline(built, line)
                 config_path: Path | None = None
             else:
                 if given or print_config:
