@@ -149,14 +149,19 @@ class RunCommand(Command):
         from bench.results import ResultsError, load_run
         from bench.runner import Runner, resume_hint
 
+        to_run = cells
         if resume is not None:
             try:
-                load_run(resume)
+                previous = load_run(resume)
             except ResultsError as e:
                 return fail(f"cannot resume: {e}")
+            # The runner keeps the finished cells (matched by settings hash); so does the ETA.
+            kept = {c.get("settings_hash") for c in previous.manifest.get("cells", [])
+                    if c.get("status") == "ok"}
+            to_run = [c for c in cells if c.settings_hash() not in kept]
         runner = Runner(loaded, cells, out, progress=None, resume=resume)
         trials = loaded.config.trials
-        the_plan = plan(cells, loaded.config, out)
+        the_plan = plan(to_run, loaded.config, out)
         what = escape(str(config_path)) if config_path else "-m"
         console.print(
             f"[bold]bench run[/] {what}: {len(cells)} cell{'s' if len(cells) != 1 else ''} × "
