@@ -41,6 +41,7 @@ def test_hub_references_pick_a_file_or_a_quant():
     assert model_entry("org/repo-GGUF:model.Q8_0.gguf") == {
         "id": "model", "repo": "org/repo-GGUF", "file": "model.Q8_0.gguf",
     }
+    assert model_entry("org/repo:q8/model-Q8_0.gguf")["file"] == "q8/model-Q8_0.gguf"
 
 
 @pytest.mark.parametrize("arg,says", [

@@ -29,7 +29,7 @@ SOURCE = "bench run -m"
 
 # llama-bench's range syntax: first[-last[(+|*)step]], comma-separated.
 _RANGE = re.compile(r"^(\d+)(?:-(\d+)(?:([+*])(\d+))?)?$")
-_HUB = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+):(?P<what>[^/:]+)$")
+_HUB = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+):(?P<what>[^:]+)$")
 _ID_BAD = re.compile(r"[^\w.+-]+")
 
 
@@ -94,7 +94,10 @@ def model_entry(arg: str) -> dict[str, Any]:
     if hub is not None:
         repo, what = hub.group("repo"), hub.group("what")
         if what.lower().endswith(".gguf"):
-            return {"id": _model_id(what), "repo": repo, "file": what}
+            return {"id": _model_id(Path(what).name), "repo": repo, "file": what}
+        if "/" in what:
+            raise ConfigError(f"-m {arg}: after the ':' give a .gguf file or a quantization "
+                              "such as Q4_K_M")
         name = re.sub(r"[-_.]gguf$", "", repo.split("/", 1)[1], flags=re.IGNORECASE)
         return {"id": _ID_BAD.sub("-", name)[:120], "repo": repo, "quants": [what]}
     if "/" in arg and ":" not in arg and not arg.lower().endswith(".gguf"):
