@@ -183,7 +183,9 @@ def _otava() -> Any:
         from otava.analysis import compute_change_points
     except ImportError as e:
         raise HistoryError(
-            "change points need Apache Otava; install it with pip install 'bench[history]'"
+            "change points need Apache Otava's detector; install it without its command-line "
+            "tool's requirements (cloud clients, a numpy==2.2 pin) with "
+            "pip install --no-deps 'apache-otava>=0.8' beside bench[history]"
         ) from e
     return compute_change_points
 
