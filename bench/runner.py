@@ -39,7 +39,7 @@ from bench.metrics import prompt_check, text_columns, trial_timing
 from bench.models import ModelError, fetch, file_identity
 from bench.results import FORMAT_VERSION, ResultsError, RunWriter, load_run
 from bench.stats import cv, mean_ci
-from bench.sweep import Cell, groups
+from bench.sweep import Cell, groups, hashed_params
 
 
 @dataclass
@@ -75,7 +75,7 @@ def _utc() -> str:
 
 def cell_key(cell: Cell, model_identity: str) -> str:
     """What makes two cells comparable across runs: the model file's bytes, not its name."""
-    params = cell.params()
+    params = hashed_params(cell.params())
     params.pop("model")
     body = {
         "model": model_identity,
@@ -237,7 +237,9 @@ class GroupWorker:
         trials = self.config.trials
         try:
             session.configure(cell.setting)
-            prompt = session.prompt(cell.prompt_id, cell.prompt_tokens, cell.prompt_text)
+            prompt = session.prompt(
+                cell.prompt_id, cell.prompt_tokens, cell.prompt_text, depth=cell.depth
+            )
         except BackendError as e:
             self.emit("rows", "trials", [self._error_row(cell, 0, False, str(e))])
             return "error", str(e), []

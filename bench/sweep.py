@@ -13,10 +13,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from bench.backends.formats import FORMAT_BACKEND, model_format, runs_on
 from bench.config import BackendSettings, Config, ConfigError, ModelSpec, quant_from_filename
 
 # The keys every cell has; each backend adds its swept settings. exclude/include use them all.
-BASE_KEYS = ("model", "quant", "backend", "lang", "prompt_id", "prompt_tokens", "gen_tokens")
+BASE_KEYS = (
+    "model", "quant", "backend", "lang", "prompt_id", "prompt_tokens", "gen_tokens", "depth"
+)
 
 
 def cell_keys(config: Config) -> tuple[str, ...]:
@@ -65,6 +68,7 @@ class Cell:
     lang: str | None = None  # the prompt's language, for prompts from a pack
     extra: tuple[tuple[str, Any], ...] = ()  # backend options that are not swept
     load_time: tuple[str, ...] = ()  # which settings need a fresh load
+    depth: int = 0  # tokens of context filled (untimed) before the prompt; workload.depth
 
     @property
     def cell_id(self) -> str:
@@ -85,6 +89,7 @@ class Cell:
             "prompt_id": self.prompt_id,
             "prompt_tokens": self.prompt_tokens,
             "gen_tokens": self.gen_tokens,
+            "depth": self.depth,
         }
 
     def load_key(self) -> tuple[Any, ...]:
@@ -94,7 +99,7 @@ class Cell:
     def settings_hash(self, config_trials: dict[str, Any] | None = None) -> str:
         """Hash of what this cell measures; the same cell in another run has the same hash."""
         body = {
-            "params": self.params(),
+            "params": hashed_params(self.params()),
             "source": self.variant.source(),
             "prompt_text": self.prompt_text,
             "extra": dict(self.extra),
@@ -116,7 +121,15 @@ class Cell:
             bits.append(f"[{self.lang}]")
         bits.append(p["prompt_id"] if p["prompt_tokens"] is None else f"pp{p['prompt_tokens']}")
         bits.append(f"tg{p['gen_tokens']}")
+        if self.depth:
+            bits.append(f"@d{self.depth}")
         return " ".join(str(b) for b in bits)
+
+
+def hashed_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Params as hashed into settings and cell keys: depth 0 (no fill) is left out, so cells of
+    runs made before the depth axis existed keep their keys."""
+    return {k: v for k, v in params.items() if not (k == "depth" and not v)}
 
 
 def model_variants(spec: ModelSpec) -> list[ModelVariant]:
@@ -131,13 +144,15 @@ def model_variants(spec: ModelSpec) -> list[ModelVariant]:
 
 
 def _row(variant: ModelVariant, backend: BackendSettings, setting: dict[str, Any],
-         prompt: tuple[str, int | None, str | None, str | None], gen: int) -> dict[str, Any]:
+         prompt: tuple[str, int | None, str | None, str | None], gen: int,
+         depth: int = 0) -> dict[str, Any]:
     return {
         "variant": variant,
         "backend": backend,
         "setting": setting,
         "prompt": prompt,
         "gen_tokens": gen,
+        "depth": depth,
     }
 
 
@@ -145,14 +160,24 @@ def _product_cells(config: Config) -> list[dict[str, Any]]:
     rows = []
     prompts = config.workload.prompt_axis()
     for spec in config.models:
+        # A model meets only the backends that run its format (GGUF, RWKV .pth, HF folder).
+        backends = [b for b in config.backends if runs_on(b.name, spec)]
+        if not backends:
+            fmt = model_format(spec)
+            need = FORMAT_BACKEND.get(fmt, "llama-cpp")
+            raise ConfigError(
+                f"model {spec.id!r} is a {fmt} model and no backend in the config runs it; add "
+                f"`- name: {need}` to backends"
+            )
         for variant in model_variants(spec):
-            for backend in config.backends:
+            for backend in backends:
                 axes = backend.axes()
                 for combo in itertools.product(*axes.values()):
                     setting = dict(zip(axes, combo))
                     for prompt in prompts:
                         for gen in config.workload.gen_tokens:
-                            rows.append(_row(variant, backend, setting, prompt, gen))
+                            for depth in config.workload.depth:
+                                rows.append(_row(variant, backend, setting, prompt, gen, depth))
     return rows
 
 
@@ -168,6 +193,7 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
         "prompt_id": pid,
         "prompt_tokens": n,
         "gen_tokens": row["gen_tokens"],
+        "depth": row["depth"],
     }
 
 
@@ -231,6 +257,9 @@ def _include_row(config: Config, entry: dict[str, Any], i: int) -> dict[str, Any
     gen = entry.get("gen_tokens", config.workload.gen_tokens[0])
     if not isinstance(gen, int) or isinstance(gen, bool) or not 1 <= gen <= 1_000_000:
         raise ConfigError(f"include[{i}]: gen_tokens must be an integer from 1 to 1000000")
+    depth = entry.get("depth", config.workload.depth[0])
+    if not isinstance(depth, int) or isinstance(depth, bool) or not 0 <= depth <= 1_000_000:
+        raise ConfigError(f"include[{i}]: depth must be an integer from 0 to 1000000")
     # Swept values are validated by the backend's own schema.
     for k, v in setting.items():
         if v != axes[k][0]:
@@ -239,7 +268,7 @@ def _include_row(config: Config, entry: dict[str, Any], i: int) -> dict[str, Any
             except ValidationError as e:
                 msg = e.errors(include_url=False)[0]["msg"]
                 raise ConfigError(f"include[{i}]: {k}: {msg}") from None
-    return _row(variant, backend, setting, prompt, gen)
+    return _row(variant, backend, setting, prompt, gen, depth)
 
 
 def expand(config: Config) -> list[Cell]:
@@ -282,10 +311,11 @@ def expand(config: Config) -> list[Cell]:
                 lang=lang,
                 extra=tuple(b.fixed().items()),
                 load_time=b.LOAD_TIME,
+                depth=r["depth"],
             )
         )
     for c in out:
-        need = (c.prompt_tokens or 0) + c.gen_tokens
+        need = (c.prompt_tokens or 0) + c.gen_tokens + c.depth
         n_ctx = c.setting.get("n_ctx")
         if c.prompt_tokens is not None and n_ctx is not None and need > n_ctx:
             raise ConfigError(

@@ -26,6 +26,10 @@ class Prompt:
     prompt_id: str
     tokens: list[int] | None
     text: str | None
+    # Context depth (workload.depth): tokens placed in the KV cache or RNN state before the
+    # timed prompt, untimed, like `llama-bench -d`. `fill` holds them for in-process engines.
+    depth: int = 0
+    fill: list[int] | None = None
 
 
 @dataclass
@@ -54,8 +58,11 @@ class Session(ABC):
     """A loaded model with one engine configuration."""
 
     @abstractmethod
-    def prompt(self, prompt_id: str, n_tokens: int | None, text: str | None) -> Prompt:
-        """Prepare a synthetic prompt of exactly n_tokens, or the given text (not timed)."""
+    def prompt(
+        self, prompt_id: str, n_tokens: int | None, text: str | None, depth: int = 0
+    ) -> Prompt:
+        """Prepare a synthetic prompt of exactly n_tokens, or the given text, after `depth`
+        tokens of context that each trial fills untimed (not timed)."""
 
     @abstractmethod
     def configure(self, run_settings: dict[str, Any]) -> None:
@@ -99,6 +106,8 @@ REGISTRY = {
     "llama-cpp": "bench.backends.llama_cpp:LlamaCppBackend",
     "openai": "bench.backends.openai_http:OpenAIBackend",
     "ollama": "bench.backends.ollama:OllamaBackend",
+    "rwkv": "bench.backends.rwkv.backend:RwkvBackend",
+    "transformers": "bench.backends.transformers.backend:TransformersBackend",
 }
 
 
