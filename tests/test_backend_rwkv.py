@@ -24,7 +24,7 @@ def pth(tmp_path_factory):
 @pytest.fixture(scope="module")
 def session(pth):
     s = get_backend("rwkv")().load(pth, {"strategy": "cpu fp32", "jit": True}, seed=42)
-    s.configure({"n_threads": 2})
+    s.configure({"n_threads": 1})  # one thread: steadier on a shared machine
     yield s
     s.close()
 
@@ -86,10 +86,13 @@ def test_greedy_output_is_deterministic_and_of_fixed_length(session):
 def test_each_trial_starts_from_a_fresh_state_and_costs_what_the_first_costs(session):
     p = session.prompt("synthetic-64", 64, None)
     session.generate(p, 4, False, nothing)  # warm-up: the first forward compiles (JIT)
-    runs = [session.generate(p, 16, False, nothing) for _ in range(4)]
+    runs = [session.generate(p, 16, False, nothing) for _ in range(6)]
     assert all(r.token_ids == runs[0].token_ids for r in runs)  # a carried state would differ
+    # Early trials against later ones, each side's cheapest: a shared machine's bursts of
+    # other work only ever add time, so the minimum is the trial's own cost.
     cost = [r.token_times[-1] - r.t_start for r in runs]
-    assert max(cost) / min(cost) < 3.0, cost
+    early, late = min(cost[: len(cost) // 2]), min(cost[len(cost) // 2 :])
+    assert 0.5 < late / early < 2.0, cost
 
 
 @pytest.mark.slow

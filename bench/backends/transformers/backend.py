@@ -7,6 +7,7 @@ one token at a time with a greedy argmax, each timestamp after the device has fi
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import time
 from pathlib import Path
@@ -207,6 +208,12 @@ class TransformersBackend(Backend):
                 f"the transformers backend loads a model folder; model {model_name!r} has "
                 "none: give 'path' (a local folder) or 'repo' with format: hf"
             )
+        if _needs_remote_code(model_path) and not remote:
+            raise BackendError(
+                f"{model_path} needs its repository's own Python code (config.json has an "
+                "auto_map); set trust_remote_code: true in the transformers backend settings "
+                "only if you trust that code, which then runs on this machine"
+            )
         torch = import_torch("transformers")
         lib = _lib()
         _check_device(torch, device)
@@ -250,6 +257,15 @@ class TransformersBackend(Backend):
             "tokenizers": version_of("tokenizers"),
             **torch_software(),
         }
+
+
+def _needs_remote_code(folder: Path) -> bool:
+    """Whether the model's config maps its classes to Python files in the repository."""
+    try:
+        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(cfg, dict) and bool(cfg.get("auto_map"))
 
 
 def _check_device(torch: Any, device: str) -> None:
