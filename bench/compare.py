@@ -46,9 +46,12 @@ OPTIONAL_DEFAULTS = frozenset({"j_per_token"})
 
 # Cell parameters shown in the description, with llama-bench-like labels.
 _SETTINGS = (("n_threads", "t"), ("n_gpu_layers", "ngl"), ("n_ctx", "ctx"), ("n_batch", "b"),
-             ("n_ubatch", "ub"))
+             ("n_ubatch", "ub"), ("strategy", "strategy"), ("device", "dev"), ("dtype", "dtype"),
+             ("attn_implementation", "attn"))
 _PARAMS = ("model", "quant", "backend", "n_threads", "n_gpu_layers", "n_ctx", "n_batch",
-           "n_ubatch", "flash_attn", "prompt_tokens", "prompt_id", "gen_tokens")
+           "n_ubatch", "flash_attn", "prompt_tokens", "prompt_id", "gen_tokens",
+           # the rwkv and transformers backends' settings, and the context depth (#13)
+           "strategy", "device", "dtype", "attn_implementation", "depth")
 
 
 class CompareError(Exception):
@@ -202,6 +205,8 @@ def describe_cell(params: dict[str, Any]) -> str:
         parts.append(str(params["prompt_id"]))
     if params.get("gen_tokens") is not None:
         parts.append(f"tg{params['gen_tokens']}")
+    if params.get("depth"):
+        parts.append(f"@d{params['depth']}")
     return " ".join(parts) or "?"
 
 

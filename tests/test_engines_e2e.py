@@ -58,3 +58,17 @@ def test_one_run_measures_rwkv_transformers_and_llama_cpp_into_the_same_tables(t
             assert r["decode_tps"] > 0 and r["j_per_token"] > 0
     energy = run.table("energy")
     assert {e["phase"] for e in energy} == {"prefill", "decode"}
+    # The report draws decode cost against depth for each backend's model.
+    rep = tmp_path / "report"
+    assert main(["report", str(folder_run), "--out", str(rep)]) == 0
+    assert (rep / "depth_decode.png").is_file()
+    assert "depth_decode.png" in (rep / "report.md").read_text()
+    from bench.report.data import load_runs, summarise
+    from bench.report.depth import depth_points, depth_series
+
+    series = depth_series(summarise(load_runs([folder_run])))
+    assert sorted({g[0].params["backend"] for g in series.values()}) == [
+        "llama-cpp", "rwkv", "transformers"]
+    for group in series.values():
+        assert [d for d, _, _ in depth_points(group, "decode_tps")] == [0, 128]
+

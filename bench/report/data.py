@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 # Cell parameters in the order of describe_cell; the numeric ones can be swept as an x axis.
 # "lang" is the prompt's language (multilingual packs; None for other prompts).
 PARAMS = ("model", "quant", "backend", "n_threads", "n_gpu_layers", "n_ctx", "n_batch",
-          "n_ubatch", "flash_attn", "lang", "prompt_tokens", "prompt_id", "gen_tokens")
+          "n_ubatch", "flash_attn", "lang", "prompt_tokens", "prompt_id", "gen_tokens",
+          # the rwkv and transformers backends' settings, and the context depth (#13)
+          "strategy", "device", "dtype", "attn_implementation", "depth")
 SWEEP_KEYS = ("n_threads", "prompt_tokens", "gen_tokens", "n_gpu_layers", "n_ctx", "n_batch",
               "n_ubatch")
 SWEEP_LABELS = {

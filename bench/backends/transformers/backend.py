@@ -216,6 +216,7 @@ class TransformersBackend(Backend):
             )
         torch = import_torch("transformers")
         lib = _lib()
+        lib.utils.logging.disable_progress_bar()  # a progress bar per load clutters the run
         _check_device(torch, device)
         torch.manual_seed(seed)
         if dtype_name == "auto":
