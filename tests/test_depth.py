@@ -99,3 +99,18 @@ def test_a_server_gets_the_depth_as_a_prefix_it_cannot_have_cached(smol_path):
     for x in sent:
         n = len(s.tok.tokenize(x))
         assert 100 + 16 <= n <= 100 + 16 + 12, n  # fill + prompt (+ the tag and a break)
+
+
+def test_the_eagle_config_validates_offline_and_names_the_files_it_would_fetch(
+        monkeypatch, capsys):
+    from bench.cli import main
+    from support import REPO
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["run", str(REPO / "configs" / "eagle-7b.yaml"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "108 cells in 3 model loads" in out
+    assert "RWKV-5-World-7B-v2-20240128-ctx4096.pth" in out
+    assert "eagle-7b rwkv strategy=cuda fp16" in out and "@d2048" in out
+    assert "mistral-7b-instruct-v0.2 Q8_0 llama-cpp" in out
+    assert "eagle-7b llama-cpp" not in out  # a .pth never meets llama.cpp
