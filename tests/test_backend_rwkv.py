@@ -8,12 +8,13 @@ import pytest
 
 pytest.importorskip("rwkv", reason="the rwkv extra is not installed: pip install 'bench[rwkv]'")
 
-from bench.backends.base import BackendError, get_backend  # noqa: E402
-from bench.backends.rwkv.checkpoint import detect_version, inspect  # noqa: E402
-from bench.config import ConfigError, loads_config  # noqa: E402
-from bench.models import locate  # noqa: E402
-from bench.sweep import model_variants  # noqa: E402
-from tiny_models import make_rwkv52  # noqa: E402
+from tiny_models import make_rwkv52
+
+from bench.backends.base import BackendError, get_backend
+from bench.backends.rwkv.checkpoint import detect_version, inspect
+from bench.config import ConfigError, loads_config
+from bench.models import locate
+from bench.sweep import model_variants
 
 
 @pytest.fixture(scope="module")

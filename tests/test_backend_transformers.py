@@ -6,11 +6,12 @@ import pytest
 
 pytest.importorskip("transformers", reason="pip install 'bench[transformers]'")
 
-from bench.backends.base import BackendError, Prompt, get_backend  # noqa: E402
-from bench.config import ConfigError, loads_config  # noqa: E402
-from bench.models import file_identity, locate  # noqa: E402
-from bench.sweep import expand, model_variants  # noqa: E402
-from tiny_models import make_tiny_llama  # noqa: E402
+from tiny_models import make_tiny_llama
+
+from bench.backends.base import BackendError, Prompt, get_backend
+from bench.config import ConfigError, loads_config
+from bench.models import file_identity, locate
+from bench.sweep import expand, model_variants
 
 SETTINGS = {"device": "cpu", "dtype": "auto", "attn_implementation": "default",
             "trust_remote_code": False}

@@ -103,8 +103,9 @@ def test_a_server_gets_the_depth_as_a_prefix_it_cannot_have_cached(smol_path):
 
 def test_the_eagle_config_validates_offline_and_names_the_files_it_would_fetch(
         monkeypatch, capsys):
-    from bench.cli import main
     from support import REPO
+
+    from bench.cli import main
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert main(["run", str(REPO / "configs" / "eagle-7b.yaml"), "--dry-run"]) == 0

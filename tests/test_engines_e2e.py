@@ -8,10 +8,11 @@ import pytest
 pytest.importorskip("rwkv")
 pytest.importorskip("transformers")
 
-from bench.cli import main  # noqa: E402
-from bench.results import load_run  # noqa: E402
-from support import SMOL_MODEL_YAML  # noqa: E402
-from tiny_models import make_rwkv52, make_tiny_llama  # noqa: E402
+from support import SMOL_MODEL_YAML
+from tiny_models import make_rwkv52, make_tiny_llama
+
+from bench.cli import main
+from bench.results import load_run
 
 pytestmark = pytest.mark.slow
 

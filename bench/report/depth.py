@@ -10,6 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from matplotlib.lines import Line2D
+
 from bench.report.data import DECODE, J_PER_TOKEN, CellSummary, ReportData
 from bench.report.plots import (
     PALETTE,
@@ -22,7 +24,6 @@ from bench.report.plots import (
     _title,
     _wrap,
 )
-from matplotlib.lines import Line2D
 
 PLOT_FILE = "depth_decode.png"
 # Not part of a series' identity: depth is the x axis, and the prompt is pooled over.
