@@ -157,6 +157,9 @@ class LlamaCppSession(Session):
             for arr, s in self._chunks(prompt.fill):
                 if decode(ctx, lib.llama_batch_get_one(arr, s)) != 0:
                     raise BackendError("llama_decode failed on the context-depth fill")
+            # Decoding is asynchronous and the counters count at the next sync: sync now, so
+            # the reset below leaves the fill out of engine_n_p_eval.
+            lib.llama_synchronize(ctx)
         lib.llama_perf_context_reset(ctx)
 
         on_edge("start")
