@@ -85,10 +85,27 @@ def test_greedy_output_is_deterministic_and_of_fixed_length(session):
 
 @pytest.mark.slow
 def test_each_trial_starts_from_a_fresh_state_and_costs_what_the_first_costs(session):
+    class Recorder:
+        """The package's model, with the state each prompt forward starts from recorded."""
+
+        def __init__(self, model):
+            self.model, self.starts = model, []
+
+        def forward(self, tokens, state, **kw):
+            if len(tokens) > 1:
+                self.starts.append(state)
+            return self.model.forward(tokens, state, **kw)
+
     p = session.prompt("synthetic-64", 64, None)
-    session.generate(p, 4, False, nothing)  # warm-up: the first forward compiles (JIT)
-    runs = [session.generate(p, 16, False, nothing) for _ in range(6)]
-    assert all(r.token_ids == runs[0].token_ids for r in runs)  # a carried state would differ
+    real = session.model
+    session.model = rec = Recorder(real)
+    try:
+        session.generate(p, 4, False, nothing)  # warm-up: the first forward compiles (JIT)
+        runs = [session.generate(p, 16, False, nothing) for _ in range(6)]
+    finally:
+        session.model = real
+    assert rec.starts == [None] * 7  # every prompt starts from the package's zero state
+    assert all(r.token_ids == runs[0].token_ids for r in runs)
     # Early trials against later ones, each side's cheapest: a shared machine's bursts of
     # other work only ever add time, so the minimum is the trial's own cost.
     cost = [r.token_times[-1] - r.t_start for r in runs]
