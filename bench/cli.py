@@ -231,6 +231,8 @@ def print_summary(console: Console, trials: list[dict[str, Any]], manifest: dict
         if p.get("lang"):
             work = f"[{p['lang']}] {work}"
         work += f" tg{p['gen_tokens']}"
+        if p.get("depth"):  # context depth (#13): cells that differ only by it stay apart
+            work += f" @d{p['depth']}"
         rows = by_cell.get(cid, [])
         if not rows:
             err = errors.get(cid) or entry.get("error") or entry.get("status")
