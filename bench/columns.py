@@ -99,6 +99,8 @@ PARAM_COLUMNS: tuple[Column, ...] = (
        short="pp", label="prompt tokens"),
     _c("prompt_id", "str", '"synthetic-<N>" or the prompt\'s id'),
     _c("gen_tokens", "int", "requested generated tokens", short="tg", label="generated tokens"),
+    _c("depth", "int", "context depth: tokens filled into the KV cache (or RNN state) untimed "
+       "before the prompt, like llama-bench -d", short="d", label="context depth"),
 )
 PARAMS: tuple[str, ...] = tuple(c.name for c in PARAM_COLUMNS)
 
@@ -451,6 +453,8 @@ def cell_label(params: Mapping[str, Any], keys: Sequence[str] | None = None) -> 
         parts.append(str(params["prompt_id"]))
     if "gen_tokens" in wanted and params.get("gen_tokens") is not None:
         parts.append(f"tg{params['gen_tokens']}")
+    if "depth" in wanted and params.get("depth"):
+        parts.append(f"@d{params['depth']}")
     if "lang" in wanted and params.get("lang"):
         parts.append(f"lang={params['lang']}")
     for name in wanted:

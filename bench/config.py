@@ -19,6 +19,8 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from bench.backends.base import BackendSettings
 from bench.backends.http_settings import OllamaSettings, OpenAISettings
 from bench.backends.llama_cpp.config import LlamaCppSettings
+from bench.backends.rwkv.config import RwkvSettings
+from bench.backends.transformers.config import TransformersSettings
 from bench.meters.settings import EnergySettings
 from bench.schema import HubRepo, HubRevision, LocalPath, RelativeFile, StrictModel, relative_file
 
@@ -89,6 +91,10 @@ class ModelSpec(StrictModel):
         ),
     ] | None = None
     revision: HubRevision | None = None
+    # What the model is, when `path`/`repo` do not say it: a GGUF file (llama.cpp and servers),
+    # an RWKV `.pth` checkpoint (the rwkv backend) or a Hugging Face model folder or repository
+    # (the transformers backend). Default: `.pth` -> rwkv, a folder -> hf, otherwise gguf.
+    format: Literal["gguf", "rwkv", "hf"] | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
@@ -103,8 +109,14 @@ class ModelSpec(StrictModel):
                 "'served' (a model name a server knows) or 'quantize_from' (with 'quants')"
                 + (f"; it has {', '.join(sources)}" if sources else "")
             )
-        if self.repo is not None and self.file is None and not self.quants:
-            raise ValueError("a 'repo' model needs 'file' or 'quants' to pick the GGUF file")
+        if (
+            self.repo is not None and self.file is None and not self.quants
+            and self.format != "hf"
+        ):
+            raise ValueError(
+                "a 'repo' model needs 'file' or 'quants' to pick the GGUF file (or "
+                "format: hf for a transformers model repository)"
+            )
         if self.package is not None and self.file is None:
             raise ValueError("a 'package' model needs 'file': the GGUF's name inside the package")
         if self.quants and self.repo is None and self.quantize_from is None:
@@ -131,7 +143,8 @@ class ModelSpec(StrictModel):
 # Each backend's settings live beside its code (bench/backends/<name>/config.py); a new backend
 # adds its model to this union.
 BackendSpec = Annotated[
-    LlamaCppSettings | OpenAISettings | OllamaSettings, Field(discriminator="name")
+    LlamaCppSettings | OpenAISettings | OllamaSettings | RwkvSettings | TransformersSettings,
+    Field(discriminator="name"),
 ]
 
 
@@ -151,10 +164,13 @@ class Workload(StrictModel):
     languages: list[LangCode] | None = None
     prompt_ids: list[Annotated[str, Field(pattern=r"^[\w.-]+$")]] | None = None
     gen_tokens: list[PosInt] = [64]
+    # Context depth, a sweep axis: tokens in the KV cache (or RNN state) before the timed
+    # prompt, filled untimed each trial, like llama-bench's -d.
+    depth: list[NonNegInt] = [0]
     # Fixed length by default: EOS does not end a trial early.
     stop_at_eos: bool = False
 
-    _lists = field_validator("prompt_tokens", "gen_tokens", mode="before")(_as_list)
+    _lists = field_validator("prompt_tokens", "gen_tokens", "depth", mode="before")(_as_list)
 
     @field_validator("prompt", mode="before")
     @classmethod
@@ -516,7 +532,10 @@ def format_validation_error(
             loc = loc + ("name",)
             msg = f"unknown backend {e['ctx']['tag']!r}; available: {e['ctx']['expected_tags']}"
         elif e["type"] == "union_tag_not_found":
-            msg = "needs 'name', the backend to use (llama-cpp, openai or ollama)"
+            msg = (
+                "needs 'name', the backend to use (llama-cpp, openai, ollama, rwkv or "
+                "transformers)"
+            )
         msg = msg.removeprefix("Value error, ")
         if msg not in grouped.setdefault(loc, []):
             grouped[loc].append(msg)

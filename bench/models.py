@@ -9,6 +9,7 @@ working folder is never executed. `fetch` downloads, and only for Hub models.
 from __future__ import annotations
 
 import ast
+import hashlib
 import importlib.metadata
 import importlib.util
 import os
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.backends.formats import check_hf_folder, folder_files, model_format
 from bench.files import cache_dir, sha256_of
 from bench.sweep import ModelVariant
 
@@ -84,7 +86,16 @@ def check_local_file(p: Path, what: str, gguf: bool = True) -> str | None:
     return None
 
 
-_check_file = check_local_file
+
+def _check_local(p: Path, fmt: str, what: str) -> str | None:
+    """The check for the model's format: GGUF magic, an RWKV .pth, or a model folder."""
+    if fmt == "rwkv":
+        from bench.backends.rwkv.checkpoint import looks_like_pth
+
+        return looks_like_pth(p)
+    if fmt == "hf":
+        return check_hf_folder(p)
+    return check_local_file(p, what)
 
 
 def pip_name(variant: ModelVariant) -> str:
@@ -96,7 +107,7 @@ def locate(variant: ModelVariant) -> Located:
     spec = variant.spec
     if spec.path is not None:
         p = Path(os.path.expanduser(spec.path))
-        problem = _check_file(p, "model file")
+        problem = _check_local(p, model_format(spec), "model file")
         return Located(variant, p if problem is None else None, _size(p), problem)
     if spec.package is not None:
         return _locate_package(variant)
@@ -111,7 +122,7 @@ def _locate_quantized(variant: ModelVariant) -> Located:
     spec = variant.spec
     assert spec.quantize_from is not None
     src = Path(os.path.expanduser(spec.quantize_from))
-    problem = _check_file(src, "quantize_from source")
+    problem = check_local_file(src, "quantize_from source")
     if problem:
         return Located(variant, None, None, problem)
     return Located(
@@ -124,6 +135,8 @@ def _locate_quantized(variant: ModelVariant) -> Located:
 
 def _size(p: Path) -> int | None:
     try:
+        if p.is_dir():
+            return sum(f.stat().st_size for f in folder_files(p)) or None
         return p.stat().st_size if p.is_file() else None
     except OSError:
         return None
@@ -303,9 +316,28 @@ def quant_file_match(names: list[str], quant: str) -> str | None:
     return (unsplit or shards or [None])[0]
 
 
+def _locate_hub_snapshot(variant: ModelVariant) -> Located:
+    """A transformers model repository: its snapshot folder in the Hub cache, if complete."""
+    spec = variant.spec
+    hub = _hub()
+    if hub is None:
+        return Located(variant, None, None, f"{spec.repo} needs the Hub client: pip install "
+                       "'bench[hf]'")
+    try:
+        folder = Path(hub.snapshot_download(spec.repo, revision=spec.revision,
+                                            local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached (or partly): it downloads on `bench run`
+        return Located(variant, None, None, f"{spec.repo} is not downloaded yet; bench "
+                       "downloads it on `bench run`", downloadable=True)
+    problem = check_hf_folder(folder)
+    return Located(variant, folder if problem is None else None, _size(folder), problem)
+
+
 def _locate_hub(variant: ModelVariant) -> Located:
     spec = variant.spec
     assert spec.repo is not None
+    if model_format(spec) == "hf":
+        return _locate_hub_snapshot(variant)
     file = variant.file
     if file is None:
         cached = _cached_files(spec.repo)
@@ -342,7 +374,7 @@ def _locate_hub(variant: ModelVariant) -> Located:
             f"{spec.repo}/{file} is not downloaded yet; {how}",
             downloadable=hub is not None,
         )
-    problem = _check_file(path, "cached file")
+    problem = _check_local(path, model_format(spec), "cached file")
     return Located(variant, path if problem is None else None, _size(path), problem)
 
 
@@ -384,6 +416,13 @@ def fetch(variant: ModelVariant) -> Path | None:
     assert hub is not None
     file = variant.file
     try:
+        if model_format(spec) == "hf":
+            # Weights, config and tokenizer only: a repository may also hold GGUF or ONNX copies.
+            return Path(hub.snapshot_download(
+                spec.repo, revision=spec.revision,
+                allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.py",
+                                "*.tiktoken"],
+            ))
         if file is None:
             names = hub.list_repo_files(spec.repo, revision=spec.revision)
             file = quant_file_match(names, variant.quant)
@@ -402,7 +441,7 @@ def fetch(variant: ModelVariant) -> Path | None:
             f"{str(e).splitlines()[0] if str(e) else 'no detail'}); check the network, the "
             "repository name and, for gated models, `huggingface-cli login`"
         ) from None
-    problem = _check_file(path, "downloaded file")
+    problem = _check_local(path, model_format(spec), "downloaded file")
     if problem:
         raise ModelError(problem)
     return path
@@ -412,4 +451,12 @@ def fetch(variant: ModelVariant) -> Path | None:
 
 
 def file_identity(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        # A transformers model folder: one digest over each file's name and digest.
+        files = folder_files(path)
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f"{f.relative_to(path).as_posix()}\0{sha256_of(f)}\n".encode())
+        size = sum(f.stat().st_size for f in files)
+        return {"path": str(path), "size_bytes": size, "sha256": h.hexdigest()}
     return {"path": str(path), "size_bytes": path.stat().st_size, "sha256": sha256_of(path)}

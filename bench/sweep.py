@@ -18,18 +18,22 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from bench.backends.formats import FORMAT_BACKEND, model_format, runs_on
 from bench.config import (
     BackendSettings,
     Config,
     ConfigError,
     LangCode,
     ModelSpec,
+    NonNegInt,
     PosInt,
     quant_from_filename,
 )
 
 # The keys every cell has; each backend adds its swept settings. exclude/include use them all.
-BASE_KEYS = ("model", "quant", "backend", "lang", "prompt_id", "prompt_tokens", "gen_tokens")
+BASE_KEYS = (
+    "model", "quant", "backend", "lang", "prompt_id", "prompt_tokens", "gen_tokens", "depth"
+)
 
 
 def cell_keys(config: Config) -> tuple[str, ...]:
@@ -78,6 +82,7 @@ class Cell:
     lang: str | None = None  # the prompt's language, for prompts from a pack
     extra: tuple[tuple[str, Any], ...] = ()  # backend options that are not swept
     load_time: tuple[str, ...] = ()  # which settings need a fresh load
+    depth: int = 0  # tokens of context filled (untimed) before the prompt; workload.depth
 
     @property
     def cell_id(self) -> str:
@@ -98,6 +103,7 @@ class Cell:
             "prompt_id": self.prompt_id,
             "prompt_tokens": self.prompt_tokens,
             "gen_tokens": self.gen_tokens,
+            "depth": self.depth,
         }
 
     def load_key(self) -> tuple[Any, ...]:
@@ -107,7 +113,7 @@ class Cell:
     def settings_hash(self, config_trials: dict[str, Any] | None = None) -> str:
         """Hash of what this cell measures; the same cell in another run has the same hash."""
         body = {
-            "params": self.params(),
+            "params": hashed_params(self.params()),
             "source": self.variant.source(),
             "prompt_text": self.prompt_text,
             "extra": dict(self.extra),
@@ -129,7 +135,15 @@ class Cell:
             bits.append(f"[{self.lang}]")
         bits.append(p["prompt_id"] if p["prompt_tokens"] is None else f"pp{p['prompt_tokens']}")
         bits.append(f"tg{p['gen_tokens']}")
+        if self.depth:
+            bits.append(f"@d{self.depth}")
         return " ".join(str(b) for b in bits)
+
+
+def hashed_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Params as hashed into settings and cell keys: depth 0 (no fill) is left out, so cells of
+    runs made before the depth axis existed keep their keys."""
+    return {k: v for k, v in params.items() if not (k == "depth" and not v)}
 
 
 def model_variants(spec: ModelSpec) -> list[ModelVariant]:
@@ -144,13 +158,15 @@ def model_variants(spec: ModelSpec) -> list[ModelVariant]:
 
 
 def _row(variant: ModelVariant, backend: BackendSettings, setting: dict[str, Any],
-         prompt: tuple[str, int | None, str | None, str | None], gen: int) -> dict[str, Any]:
+         prompt: tuple[str, int | None, str | None, str | None], gen: int,
+         depth: int = 0) -> dict[str, Any]:
     return {
         "variant": variant,
         "backend": backend,
         "setting": setting,
         "prompt": prompt,
         "gen_tokens": gen,
+        "depth": depth,
     }
 
 
@@ -158,9 +174,13 @@ def count_cells(config: Config, n_prompts: int | None = None) -> int:
     """Cells of the full product (before exclude and include), counted without building any."""
     if n_prompts is None:
         n_prompts = len(config.workload.prompt_axis())
-    variants = sum(len(model_variants(spec)) for spec in config.models)
-    settings = sum(math.prod(len(v) for v in b.axes().values()) for b in config.backends)
-    return variants * settings * n_prompts * len(config.workload.gen_tokens)
+    total = 0
+    for spec in config.models:
+        # A model meets only the backends that run its format, as in _product_rows.
+        settings = sum(math.prod(len(v) for v in b.axes().values())
+                       for b in config.backends if runs_on(b.name, spec))
+        total += len(model_variants(spec)) * settings
+    return total * n_prompts * len(config.workload.gen_tokens) * len(config.workload.depth)
 
 
 def _product_rows(
@@ -168,14 +188,24 @@ def _product_rows(
 ) -> Iterator[dict[str, Any]]:
     """The product, one row at a time, so exclude filters it before anything is kept."""
     for spec in config.models:
+        # A model meets only the backends that run its format (GGUF, RWKV .pth, HF folder).
+        backends = [b for b in config.backends if runs_on(b.name, spec)]
+        if not backends:
+            fmt = model_format(spec)
+            need = FORMAT_BACKEND.get(fmt, "llama-cpp")
+            raise ConfigError(
+                f"model {spec.id!r} is a {fmt} model and no backend in the config runs it; add "
+                f"`- name: {need}` to backends"
+            )
         for variant in model_variants(spec):
-            for backend in config.backends:
+            for backend in backends:
                 axes = backend.axes()
                 for combo in itertools.product(*axes.values()):
                     setting = dict(zip(axes, combo))
                     for prompt in prompts:
                         for gen in config.workload.gen_tokens:
-                            yield _row(variant, backend, setting, prompt, gen)
+                            for depth in config.workload.depth:
+                                yield _row(variant, backend, setting, prompt, gen, depth)
 
 
 def _flat(row: dict[str, Any]) -> dict[str, Any]:
@@ -190,6 +220,7 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
         "prompt_id": pid,
         "prompt_tokens": n,
         "gen_tokens": row["gen_tokens"],
+        "depth": row["depth"],
     }
 
 
@@ -221,6 +252,7 @@ _BASE_TYPES: dict[str, TypeAdapter[Any]] = {
     "prompt_id": TypeAdapter(str),
     "prompt_tokens": TypeAdapter(PosInt | None),
     "gen_tokens": TypeAdapter(PosInt),
+    "depth": TypeAdapter(NonNegInt),
 }
 
 
@@ -377,7 +409,8 @@ def _include_row(
     else:
         prompt = prompts[0]
     gen = entry.get("gen_tokens", config.workload.gen_tokens[0])
-    return _row(variant, backend, setting, prompt, gen)
+    depth = entry.get("depth", config.workload.depth[0])
+    return _row(variant, backend, setting, prompt, gen, depth)
 
 
 def _row_key(row: dict[str, Any]) -> tuple[Any, ...]:
@@ -446,10 +479,11 @@ def expand(config: Config, check: Callable[[], None] = _no_check) -> list[Cell]:
                 lang=lang,
                 extra=fixed[id(b)],
                 load_time=b.LOAD_TIME,
+                depth=r["depth"],
             )
         )
     for c in out:
-        need = (c.prompt_tokens or 0) + c.gen_tokens
+        need = (c.prompt_tokens or 0) + c.gen_tokens + c.depth
         n_ctx = c.setting.get("n_ctx")
         if c.prompt_tokens is not None and n_ctx is not None and need > n_ctx:
             raise ConfigError(

@@ -30,6 +30,10 @@ class Prompt:
     prompt_id: str
     tokens: list[int] | None
     text: str | None
+    # Context depth (workload.depth): tokens placed in the KV cache or RNN state before the
+    # timed prompt, untimed, like `llama-bench -d`. `fill` holds them for in-process engines.
+    depth: int = 0
+    fill: list[int] | None = None
 
 
 @dataclass
@@ -76,8 +80,11 @@ class Session(ABC):
     """A loaded model with one engine configuration."""
 
     @abstractmethod
-    def prompt(self, prompt_id: str, n_tokens: int | None, text: str | None) -> Prompt:
-        """Prepare a synthetic prompt of exactly n_tokens, or the given text (not timed)."""
+    def prompt(
+        self, prompt_id: str, n_tokens: int | None, text: str | None, depth: int = 0
+    ) -> Prompt:
+        """Prepare a synthetic prompt of exactly n_tokens, or the given text, after `depth`
+        tokens of context that each trial fills untimed (not timed)."""
 
     @abstractmethod
     def configure(self, settings: Any) -> None:
@@ -153,6 +160,8 @@ REGISTRY = {
     "llama-cpp": "bench.backends.llama_cpp.backend:LlamaCppBackend",
     "openai": "bench.backends.openai.backend:OpenAIBackend",
     "ollama": "bench.backends.ollama.backend:OllamaBackend",
+    "rwkv": "bench.backends.rwkv.backend:RwkvBackend",
+    "transformers": "bench.backends.transformers.backend:TransformersBackend",
 }
 
 

@@ -110,6 +110,8 @@ def summarise(trials: list[dict[str, Any]], manifest: dict[str, Any]) -> list[Ce
         )
         test = p["prompt_id"] if p.get("prompt_tokens") is None else f"pp{p['prompt_tokens']}"
         test += f" tg{p['gen_tokens']}"
+        if p.get("depth"):  # context depth: cells that differ only by it stay apart
+            test += f" @d{p['depth']}"
         if p.get("depth"):
             test += f" d{p['depth']}"
         if p.get("lang"):

@@ -985,6 +985,9 @@ def _draw_all(data: ReportData, folder: Path) -> list[Plot]:
         if p:
             plots.append(p)
     plots += plot_power(data, folder)
+    from bench.report.depth import depth_plots  # engines (#13): decode cost against depth
+
+    plots += depth_plots(data, folder)
     if data.languages is not None:
         for metric in (CHARS_PER_S, J_PER_KCHAR):
             p = plot_language_metric(data, metric, folder)
@@ -1000,5 +1003,6 @@ def _draw_all(data: ReportData, folder: Path) -> list[Plot]:
     return plots
 
 
-PLOT_GLOBS = ("headline.png", "metric_*.png", "speed_vs_energy.png", "sweep_*.png", "power_*.png", "lang_*.png",
+PLOT_GLOBS = ("headline.png", "metric_*.png", "depth_*.png", "speed_vs_energy.png", "sweep_*.png",
+              "power_*.png", "lang_*.png",
               "quant_*.png")

@@ -36,14 +36,14 @@ from bench.run.events import (
     TrialStarted,
 )
 from bench.stats import cv, mean_ci
-from bench.sweep import Cell
+from bench.sweep import Cell, hashed_params
 
 Emit = Callable[[Event], None]
 
 
 def cell_key(cell: Cell, model_identity: str) -> str:
     """What makes two cells comparable across runs: the model file's bytes, not its name."""
-    params = cell.params()
+    params = hashed_params(cell.params())
     params.pop("model")
     body = {
         "model": model_identity,
@@ -208,7 +208,9 @@ class GroupWorker:
         trials = self.config.trials
         try:
             session.configure(self._settings(cell))
-            prompt = session.prompt(cell.prompt_id, cell.prompt_tokens, cell.prompt_text)
+            prompt = session.prompt(
+                cell.prompt_id, cell.prompt_tokens, cell.prompt_text, depth=cell.depth
+            )
         except BackendError as e:
             self.emit(Rows("trials", [self._error_row(cell, 0, False, str(e))]))
             return "error", str(e), []

@@ -97,7 +97,9 @@ class LlamaCppSession(Session):
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=add_special, special=False)
 
-    def prompt(self, prompt_id: str, n_tokens: int | None, text: str | None) -> Prompt:
+    def prompt(
+        self, prompt_id: str, n_tokens: int | None, text: str | None, depth: int = 0
+    ) -> Prompt:
         if text is not None:
             tokens = self.tokenize(text)
         else:
@@ -111,6 +113,10 @@ class LlamaCppSession(Session):
             tokens = (head + body)[:n_tokens]
         if len(tokens) < 1:
             raise BackendError(f"prompt {prompt_id!r} has no tokens")
+        if depth:
+            # The context fill is a synthetic prompt of `depth` tokens (BOS first).
+            fill = self.prompt(prompt_id, depth, None).tokens
+            return Prompt(prompt_id, tokens, text, depth=depth, fill=fill)
         return Prompt(prompt_id, tokens, text)
 
     def detokenize(self, token_ids: list[int]) -> str:
@@ -144,10 +150,11 @@ class LlamaCppSession(Session):
         lib = self.lib
         assert prompt.tokens is not None
         n_prompt = len(prompt.tokens)
-        if n_prompt + n_gen > self.n_ctx:
+        if n_prompt + n_gen + prompt.depth > self.n_ctx:
             raise BackendError(
-                f"prompt ({n_prompt} tokens) plus {n_gen} generated tokens exceed n_ctx "
-                f"{self.n_ctx}; raise n_ctx"
+                f"prompt ({n_prompt} tokens) plus {n_gen} generated tokens"
+                + (f" at depth {prompt.depth}" if prompt.depth else "")
+                + f" exceed n_ctx {self.n_ctx}; raise n_ctx"
             )
         chunks = [(lib.llama_batch_get_one(arr, s), arr) for arr, s in self._chunks(prompt.tokens)]
         one = (lib.llama_token * 1)()
@@ -164,6 +171,14 @@ class LlamaCppSession(Session):
 
         # Every trial starts from an empty KV cache and fresh engine counters.
         lib.llama_memory_clear(self.mem, True)
+        if prompt.fill:
+            # Context depth: fill the KV cache untimed, then count only the timed prompt.
+            for arr, s in self._chunks(prompt.fill):
+                if decode(ctx, lib.llama_batch_get_one(arr, s)) != 0:
+                    raise BackendError("llama_decode failed on the context-depth fill")
+            # Decoding is asynchronous and the counters count at the next sync: sync now, so
+            # the reset below leaves the fill out of engine_n_p_eval.
+            lib.llama_synchronize(ctx)
         lib.llama_perf_context_reset(ctx)
 
         on_edge("start")

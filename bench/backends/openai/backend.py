@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import re
+import secrets
 import sys
 import time
 import uuid
@@ -211,18 +212,39 @@ class HttpSession(Session):
         self._calibrated: dict[int, tuple[str, int]] = {}
 
     # -- prompts (not timed) ----------------------------------------------------------------
-    def prompt(self, prompt_id: str, n_tokens: int | None, text: str | None) -> HttpPrompt:
+    def prompt(
+        self, prompt_id: str, n_tokens: int | None, text: str | None, depth: int = 0
+    ) -> HttpPrompt:
         if text is not None:
             tokens = self.tok.tokenize(text) if self.tok is not None else None
-            return HttpPrompt(prompt_id, tokens, text)
+            return HttpPrompt(prompt_id, tokens, text, depth=depth)
         assert n_tokens is not None
         if self.synth is not None:
             t, toks = self.synth.text(n_tokens, 0)
-            return HttpPrompt(prompt_id, toks, t, n_tokens=n_tokens)
+            return HttpPrompt(prompt_id, toks, t, depth=depth, n_tokens=n_tokens)
         t, _ = self._calibrate(n_tokens)
-        return HttpPrompt(prompt_id, None, t, n_tokens=n_tokens)
+        return HttpPrompt(prompt_id, None, t, depth=depth, n_tokens=n_tokens)
 
     def _variant(self, prompt: HttpPrompt) -> tuple[str, list[int] | None]:
+        """This trial's prompt, after `depth` tokens of context. A server cannot be filled
+        untimed, so the fill is a prefix of the prompt that starts with a fresh random tag
+        every trial: no server can have it cached, and its prefill covers depth + prompt
+        (n_prompt, the server's count, says so)."""
+        text, tokens = self._variant_body(prompt)
+        if not prompt.depth:
+            return text, tokens
+        k = self.trial
+        if self.synth is not None:
+            fill, _ = self.synth.text(prompt.depth, k)
+        else:
+            base, _ = self._calibrate(prompt.depth)
+            words = base.split(" ")
+            j = k % max(1, len(words))
+            fill = " ".join(words[j:] + words[:j])
+        full = f"[{secrets.token_hex(4)}] {fill}\n\n{text}"
+        return full, (self.tok.tokenize(full) if self.tok is not None else None)
+
+    def _variant_body(self, prompt: HttpPrompt) -> tuple[str, list[int] | None]:
         """This trial's prompt: synthetic ones start at another word each trial."""
         k = self.trial if self.vary else 0
         self.trial += 1

@@ -1,0 +1,1 @@
+"""The transformers backend: any causal LM Hugging Face transformers loads, in process."""
