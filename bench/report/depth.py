@@ -66,7 +66,7 @@ def plot_depth(data: ReportData, folder: Path) -> Plot | None:
         colour = PALETTE[i % len(PALETTE)]
         marker = "osD^v<>p*h"[i // len(PALETTE) % 10]
         for ax, metric in zip(axes, (DECODE, J_PER_TOKEN), strict=True):
-            pts = depth_points(group, metric.key)
+            pts = depth_points(group, metric.name)
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], "-", marker=marker,
                         color=colour, lw=1.6, ms=5)
@@ -74,8 +74,8 @@ def plot_depth(data: ReportData, folder: Path) -> Plot | None:
         handles.append(Line2D([], [], color=colour, marker=marker, lw=1.6, label=label))
     for ax, metric in zip(axes, (DECODE, J_PER_TOKEN), strict=True):
         ax.set_xlabel("context depth (tokens before the prompt)")
-        ax.set_ylabel(f"{metric.title} ({metric.unit})")
-        ax.set_title(f"{metric.title} vs depth", loc="left")
+        ax.set_ylabel(f"{metric.words} ({metric.display_unit})")
+        ax.set_title(f"{metric.words} vs depth", loc="left")
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.35)
     fig.suptitle(_title("Decode cost against context depth", data, data.estimated))

@@ -30,9 +30,12 @@ class FakeSession(Session):
         self.trials: dict[int, int] = {}
         self.closed = False
 
-    def prompt(self, prompt_id: str, n_tokens: int | None, text: str | None) -> Prompt:
+    def prompt(
+        self, prompt_id: str, n_tokens: int | None, text: str | None, depth: int = 0
+    ) -> Prompt:
         n = n_tokens if n_tokens is not None else len((text or "x").split())
-        return Prompt(prompt_id, list(range(1, n + 1)), text)
+        fill = list(range(1, depth + 1)) if depth else None
+        return Prompt(prompt_id, list(range(1, n + 1)), text, depth=depth, fill=fill)
 
     def configure(self, settings: Any) -> None:
         assert isinstance(settings, LlamaCppCell)  # the typed object, never a dict
