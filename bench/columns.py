@@ -116,6 +116,9 @@ TRIALS: tuple[Column, ...] = (
     _c("trial", "int", "0-based within the cell, warm-ups first"),
     _c("warmup", "bool", "warm-up trials are recorded, never summarised"),
     _c("status", "str", '"ok" or "error"'),
+    _c("cell_status", "str", "the status of the trial's cell, added when a run is read: "
+       '"ok", or "error" for a cell that failed part-way (its measured trials are kept for '
+       "diagnosis and never summarised, plotted, compared or exported)"),
     _c("error", "str", "why the trial failed"),
     _c("n_prompt", "int", "prompt tokens evaluated", unit="tokens"),
     _c("n_gen", "int", "tokens generated", unit="tokens"),
@@ -147,6 +150,8 @@ TRIALS: tuple[Column, ...] = (
        unit="tokens/s", label="engine prefill t/s", **_HI),
     _c("engine_decode_tps", "float", "decode rate from the engine's timings", unit="tokens/s",
        label="engine decode t/s", **_HI),
+    _c("engine_raw_usage", "str", "HTTP backends: the server's own counts (usage, timings) as "
+       "JSON, kept as evidence beside bench's checks of them (docs/servers.md)"),
     _c("overhead_prefill_pct", "float", "(wall − engine) / wall × 100, prefill", unit="%"),
     _c("overhead_decode_pct", "float", "(wall − engine) / wall × 100, decode", unit="%"),
     _c("load_id", "str", "the model load this trial ran under"),

@@ -422,10 +422,10 @@ def _scan_depth(text: str, source: str) -> None:
                     path.pop()
                 value_done()
             elif isinstance(ev, (yaml.ScalarEvent, yaml.AliasEvent)):
-                top = stack[-1] if stack else None
-                if top is not None and top[0] and top[1]:
-                    top[1] = False
-                    top[2] = ev.value if isinstance(ev, yaml.ScalarEvent) else "*"
+                scalar_of: list[Any] | None = stack[-1] if stack else None
+                if scalar_of is not None and scalar_of[0] and scalar_of[1]:
+                    scalar_of[1] = False
+                    scalar_of[2] = ev.value if isinstance(ev, yaml.ScalarEvent) else "*"
                 else:
                     value_done()
     except yaml.YAMLError as e:

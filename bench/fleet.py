@@ -51,19 +51,44 @@ def _utc() -> str:
 def run_group_here(
     job: Any, on_event: Callable[..., None], overdue: Callable[[], str | None]
 ) -> tuple[str | None, int | None]:
-    """Run one cell group in a child process exactly as a local run does; returns the child's
-    crash reason (or None) and its exit code. Events reach `on_event` as they happen."""
-    from bench.runner import _Child, _run_group_job
+    """Run one cell group in a child process exactly as a local run does (bench.run.launcher);
+    returns the child's crash reason (or None) and its exit code. Events reach `on_event` as
+    they happen, as the plain tuples the fleet's queue carries (`as_tuple`)."""
+    from bench.run.launcher import Child
+    from bench.run.worker import run_group_job
 
-    child = _Child(_run_group_job, (job,))
-    child.pump(on_event, overdue)
+    child = Child(run_group_job, (job,))
+    child.pump(lambda event: on_event(*as_tuple(event)), overdue)
     return child.crash, child.proc.exitcode
 
 
-def _exit_text(code: int | None) -> str:
-    from bench.runner import _signal_name
+def as_tuple(event: Any) -> tuple[Any, ...]:
+    """A worker's typed event (bench.run.events) as the tuple the fleet sends to the driver:
+    plain data, so it crosses Dask's queue without bench's classes on the other side."""
+    from bench.run import events as ev
 
-    return _signal_name(code)
+    if isinstance(event, ev.Rows):
+        return ("rows", event.table, event.rows)
+    if isinstance(event, ev.ModelLoaded):
+        return ("model", event.key, event.facts)
+    if isinstance(event, ev.LoadRecord):
+        return ("load", event.entry)
+    if isinstance(event, ev.CellStarted):
+        return ("cell_start", event.cell_id)
+    if isinstance(event, ev.TrialStarted):
+        return ("trial", event.cell_id, event.trial, event.of, event.warmup)
+    if isinstance(event, ev.CellFinished):
+        return ("cell_end", event.cell_id, event.status, event.error, event.cell_key,
+                list(event.warnings))
+    if isinstance(event, ev.Message):
+        return ("message", event.text)
+    raise TypeError(f"unknown worker event {type(event).__name__}")
+
+
+def _exit_text(code: int | None) -> str:
+    from bench.run.launcher import signal_name
+
+    return signal_name(code)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -373,7 +398,7 @@ class FleetRun:
     def _run(self, client: Any) -> FleetOutcome:
         from distributed import Queue
 
-        from bench.runner import GroupJob
+        from bench.run.worker import GroupJob
 
         machines = self._machines(client)
         manifest = self._manifest(list(machines))

@@ -229,7 +229,7 @@ def store_baseline(store_path: str | Path, candidate: Run, last: int = 5) -> lis
     mid = machine.get("id")
     if not mid:
         raise CompareError(f"candidate {candidate.run_id} has no machine id in its manifest")
-    keys = sorted({r.get("cell_key") for r in candidate.trials if r.get("cell_key")})
+    keys = sorted({str(r["cell_key"]) for r in candidate.trials if r.get("cell_key")})
     try:
         with Store(store_path, read_only=True) as s:
             rows: list[dict[str, Any]] = []
@@ -262,7 +262,7 @@ def store_baseline(store_path: str | Path, candidate: Run, last: int = 5) -> lis
         started = row.pop("store_started")
         run = runs.get(rid)
         if run is None:
-            manifest = {
+            manifest: dict[str, Any] = {
                 "run_id": rid,
                 "started_utc": started.isoformat() if started else None,
                 "machine": {"id": row.get("machine_id"), "hostname": row.get("machine")},

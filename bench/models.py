@@ -313,7 +313,8 @@ def quant_file_match(names: list[str], quant: str) -> str | None:
     hits = sorted(n for n in names if n.lower().endswith(".gguf") and pat.search(Path(n).name))
     shards = [n for n in hits if re.search(r"-0*1-of-\d+\.gguf$", n)]
     unsplit = [n for n in hits if not re.search(r"-\d+-of-\d+\.gguf$", n)]
-    return (unsplit or shards or [None])[0]
+    found = unsplit or shards
+    return found[0] if found else None
 
 
 def _locate_hub_snapshot(variant: ModelVariant) -> Located:

@@ -202,7 +202,7 @@ def _piece(lib: Any, vocab: Any, token: int) -> bytes:
     if n < 0:  # the piece is longer than the buffer: -n is its length
         buf = ctypes.create_string_buffer(-n)
         n = lib.llama_token_to_piece(vocab, token, buf, len(buf), 0, False)
-    return bytes(buf[:n])
+    return buf.raw[:n]
 
 
 def _leading_bytes(pieces: bytes, text_bytes: bytes) -> int:

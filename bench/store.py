@@ -316,7 +316,7 @@ class Store:
         for e in m.get("cells") or []:
             mname = e.get("machine") or (only[0] if only else None)
             mid = e.get("machine_id") or (
-                only[1] if only else (machines.get(mname) or {}).get("id")
+                only[1] if only else ((machines.get(mname) if mname else None) or {}).get("id")
             )
             self.con.execute(
                 "INSERT INTO cells VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

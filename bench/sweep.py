@@ -21,6 +21,7 @@ from pydantic import TypeAdapter, ValidationError
 from bench.backends.formats import FORMAT_BACKEND, model_format, runs_on
 from bench.config import (
     BackendSettings,
+    BackendSpec,
     Config,
     ConfigError,
     LangCode,
@@ -157,7 +158,7 @@ def model_variants(spec: ModelSpec) -> list[ModelVariant]:
     return [ModelVariant(spec, quant_from_filename(name), spec.file)]
 
 
-def _row(variant: ModelVariant, backend: BackendSettings, setting: dict[str, Any],
+def _row(variant: ModelVariant, backend: BackendSpec, setting: dict[str, Any],
          prompt: tuple[str, int | None, str | None, str | None], gen: int,
          depth: int = 0) -> dict[str, Any]:
     return {
@@ -261,7 +262,7 @@ def _first_error(e: ValidationError) -> str:
     return str(err["msg"]).removeprefix("Value error, ")
 
 
-def _axis_value(backend: BackendSettings, key: str, value: Any) -> Any:
+def _axis_value(backend: BackendSpec, key: str, value: Any) -> Any:
     """`value` as the backend's own schema converts it when `key` is swept over it alone.
 
     Raises ValidationError. The backend model is rebuilt with the one value in place, so a
@@ -465,20 +466,20 @@ def expand(config: Config, check: Callable[[], None] = _no_check) -> list[Cell]:
         if not idx & 1023:
             check()
         pid, n, text, lang = r["prompt"]
-        b: BackendSettings = r["backend"]
+        be: BackendSpec = r["backend"]
         out.append(
             Cell(
                 index=idx,
                 variant=r["variant"],
-                backend=b.name,
+                backend=be.name,
                 settings=tuple(r["setting"].items()),
                 prompt_id=pid,
                 prompt_tokens=n,
                 prompt_text=text,
                 gen_tokens=r["gen_tokens"],
                 lang=lang,
-                extra=fixed[id(b)],
-                load_time=b.LOAD_TIME,
+                extra=fixed[id(be)],
+                load_time=be.LOAD_TIME,
                 depth=r["depth"],
             )
         )

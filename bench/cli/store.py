@@ -42,7 +42,7 @@ class StoreCommand(Command):
 
         if store_command == "add":
             return results_store.add(list(runs), store, commit=commit, branch=branch)
-        return results_store.query(sql, store, format)
+        return results_store.query(sql, store, format)  # type: ignore[arg-type]  # argparse choices
 
 
 class HistoryCommand(Command):
@@ -82,7 +82,8 @@ class HistoryCommand(Command):
         except ValueError as e:
             return fail(f"--threshold: {e}")
         return history(
-            store=store, out=out, metrics=metric, by=by, machine=machine, cell=cell,
+            store=store, out=out, metrics=metric, by=by,  # type: ignore[arg-type]  # choices
+            machine=machine, cell=cell,
             threshold_pct=threshold_pct, fail_recent=fail_recent,
         )
 

@@ -81,9 +81,11 @@ def _pool(rows: list[dict[str, Any]]) -> dict[str, float]:
     out: dict[str, float] = {}
 
     def weighted(key: str, wkey: str, log: bool = False) -> None:
-        pairs = [(_finite(r.get(key)), _finite(r.get(wkey))) for r in rows]
-        pairs = [(v, w if w is not None and w > 0 else 1.0) for v, w in pairs
-                 if v is not None and (not log or v > 0)]
+        raw = [(_finite(r.get(key)), _finite(r.get(wkey))) for r in rows]
+        pairs: list[tuple[float, float]] = [
+            (v, w if w is not None and w > 0 else 1.0) for v, w in raw
+            if v is not None and (not log or v > 0)
+        ]
         if not pairs:
             return
         total = sum(w for _, w in pairs)

@@ -120,14 +120,16 @@ def _pooled_quality(rows: list[dict[str, Any]]) -> dict[str, float]:
     """Bits per byte (and per char) over several texts: total bits / total bytes (chars)."""
     out: dict[str, float] = {}
     for metric, weight in (("bits_per_byte", "n_bytes"), ("bits_per_char", "n_chars")):
-        pairs = [(_finite(r.get(metric)), _finite(r.get(weight))) for r in rows]
-        pairs = [(v, w) for v, w in pairs if v is not None]
-        if not pairs:
+        found = [(v, w) for v, w in ((_finite(r.get(metric)), _finite(r.get(weight)))
+                                     for r in rows) if v is not None]
+        if not found:
             continue
-        if all(w is not None and w > 0 for _, w in pairs):
-            out[metric] = sum(v * w for v, w in pairs) / sum(w for _, w in pairs)
+        weights = [w for _, w in found if w is not None and w > 0]
+        if len(weights) == len(found):
+            out[metric] = sum(v * w for (v, _), w in zip(found, weights, strict=True)) / sum(
+                weights)
         else:
-            out[metric] = sum(v for v, _ in pairs) / len(pairs)
+            out[metric] = sum(v for v, _ in found) / len(found)
     return out
 
 

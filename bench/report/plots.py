@@ -462,9 +462,11 @@ def _phase_edges(cell: CellSummary, trial: int) -> tuple[float | None, float | N
 
 def plot_power(data: ReportData, folder: Path) -> list[Plot]:
     cells = [c for c in data.ok_cells if c.representative_trial is not None]
-    timelines = []
+    timelines: list[tuple[CellSummary, int, list[dict[str, Any]]]] = []
     for c in cells:
         trial = c.representative_trial
+        if trial is None:
+            continue
         rows = [r for r in c.run.run.table("power")
                 if r.get("cell_id") == c.cell_id and r.get("trial") == trial
                 and r.get("watts") is not None and r.get("t_s") is not None]
@@ -964,7 +966,7 @@ def _ladder_panel(ax: Any, ladder: Ladder, qkey: str, metric: Metric, ref: Any) 
 
 def draw_all(data: ReportData, folder: Path) -> list[Plot]:
     """Every figure the data supports, written into `folder`, in report order."""
-    with matplotlib.rc_context(RC):
+    with matplotlib.rc_context(RC):  # type: ignore[arg-type]  # its stubs list keys as Literal
         return _draw_all(data, folder)
 
 

@@ -147,7 +147,9 @@ class _SyntheticPrompts:
     def tokens(self, n: int, variant: int) -> list[int]:
         o = self.offsets[variant % len(self.offsets)]
         self._filler = self.filler[o:] + self.filler[:o]
-        return self._build(self, "synthetic", n, None).tokens  # type: ignore[arg-type]
+        tokens = self._build(self, "synthetic", n, None).tokens  # type: ignore[arg-type]
+        assert tokens is not None  # a synthetic prompt is always built from tokens
+        return tokens
 
     def text(self, n: int, variant: int) -> tuple[str, list[int]]:
         """Text whose tokenization (with the model's BOS, as a server does it) is n tokens,
@@ -555,9 +557,9 @@ class OpenAISession(HttpSession):
             g_n = server_count(timings, "predicted_n", "timings", raw)
             cache_n = server_count(timings, "cache_n", "timings", raw)
             p_ms, g_ms = timings.get("prompt_ms"), timings.get("predicted_ms")
-            if p_n is not None and _is_ms(p_ms):
+            if p_n is not None and p_ms is not None and _is_ms(p_ms):
                 engine.update(engine_n_p_eval=p_n, engine_t_p_eval_ms=float(p_ms))
-            if g_n is not None and _is_ms(g_ms) and g_n > 0:
+            if g_n is not None and g_ms is not None and _is_ms(g_ms) and g_n > 0:
                 # Its first token comes from the prompt pass; the rest are decode steps.
                 engine.update(engine_n_eval=g_n - 1, engine_t_eval_ms=float(g_ms))
             if cache_n is not None:

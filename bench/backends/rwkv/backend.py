@@ -94,7 +94,7 @@ def _model_module(jit: bool, cuda_kernels: bool, v7: bool) -> Any:
             f"the rwkv package failed to import with {want} ({type(e).__name__}: {e}); with "
             "cuda_kernels: true it compiles CUDA code and needs nvcc, set it false otherwise"
         ) from None
-    mod._bench_env = want
+    mod._bench_env = want  # type: ignore[attr-defined]  # the switches it was imported with
     return mod
 
 

@@ -48,7 +48,9 @@ class TransformersSettings(BackendSettings):
         return {
             "device": list(self.device),
             "dtype": list(self.dtype),
-            "attn_implementation": list(self.attn_implementation or ["default"]),
+            "attn_implementation": (
+                list[str](self.attn_implementation) if self.attn_implementation else ["default"]
+            ),
             "n_threads": self.n_threads or [physical_cores()],
         }
 
