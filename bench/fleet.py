@@ -154,7 +154,9 @@ def _child_pass(job: Any, send: Callable[..., None]) -> set[str]:
         late = state["current"] is not None and time.monotonic() - state["since"] > (
             timeout if timeout is not None else math.inf
         )
-        return f"the cell ran longer than execution.cell_timeout_s ({timeout:g} s)" if late else None
+        if not late:
+            return None
+        return f"the cell ran longer than execution.cell_timeout_s ({timeout:g} s)"
 
     crash, code = run_group_here(job, on_event, overdue)
     rest = [c for c in job.cells if c.cell_id not in finished]

@@ -125,7 +125,9 @@ def load_series(
     """One series per machine x cell x metric, points in time order (commits by first run)."""
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
-        raise HistoryError(f"unknown metric {unknown[0]!r}; choose from {', '.join(sorted(METRICS))}")
+        raise HistoryError(
+            f"unknown metric {unknown[0]!r}; choose from {', '.join(sorted(METRICS))}"
+        )
     if by not in ("commit", "time"):
         raise HistoryError(f"--by must be commit or time, not {by!r}")
     have = _trial_columns(store)

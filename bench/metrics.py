@@ -39,7 +39,7 @@ def trial_timing(trace: Trace) -> dict[str, Any]:
     )
     # Gaps between consecutive timestamps: per token in process, per stream chunk over HTTP
     # (count_source says which), where a chunk may carry several tokens.
-    gaps = [(b - a) * 1000.0 for a, b in zip(times, times[1:])]
+    gaps = [(b - a) * 1000.0 for a, b in zip(times, times[1:], strict=False)]
     for q in (50, 90, 99):
         row[f"itl_ms_p{q}"] = percentile(gaps, q) if gaps else None
     row.update(engine_columns(trace.engine, ttft, decode_s))

@@ -346,7 +346,9 @@ def _read_journal(folder: Path) -> list[dict[str, Any]]:
         except ValueError:
             if n == len(lines) - 1:
                 break  # a line cut short by a kill: its flush never finished
-            raise ResultsError(f"{path}:{n + 1} is not a JSON line; the run folder is damaged")
+            raise ResultsError(
+                f"{path}:{n + 1} is not a JSON line; the run folder is damaged"
+            ) from None
         if not isinstance(entry, dict):
             raise ResultsError(f"{path}:{n + 1} is not a journal entry")
         out.append(entry)

@@ -369,7 +369,9 @@ class Store:
         self.con.execute(f"INSERT INTO {_q(table)} BY NAME {body}", params)
 
     # -- reading -------------------------------------------------------------------------------
-    def query(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
+    def query(
+        self, sql: str, params: Sequence[Any] = ()
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
         try:
             cur = self.con.execute(sql, list(params))
             rows = cur.fetchall()
@@ -380,7 +382,7 @@ class Store:
 
     def records(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         cols, rows = self.query(sql, params)
-        return [dict(zip(cols, r)) for r in rows]
+        return [dict(zip(cols, r, strict=False)) for r in rows]
 
     def tables(self) -> list[str]:
         return [r[0] for r in self.con.execute(
@@ -471,7 +473,7 @@ def _plain(v: Any) -> Any:
 def render(cols: list[str], rows: list[tuple[Any, ...]], fmt: QueryFormat,
            out: TextIO | None = None) -> str:
     if fmt == "json":
-        return json.dumps([{c: _plain(v) for c, v in zip(cols, r)} for r in rows],
+        return json.dumps([{c: _plain(v) for c, v in zip(cols, r, strict=False)} for r in rows],
                           indent=2) + "\n"
     if fmt == "csv":
         buf = io.StringIO(newline="")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import SMOL_MODEL_YAML
 from test_backend_openai import ReplayServer, closed_port
 
 from bench.backends.base import BackendError
@@ -18,7 +19,6 @@ from bench.backends.sse import StreamError, iter_ndjson, read_ollama_stream
 from bench.config import ConfigError, loads_config
 from bench.metrics import prompt_check, trial_timing
 from bench.sweep import expand, groups
-from support import SMOL_MODEL_YAML
 
 DATA = Path(__file__).parent / "data" / "ollama"
 

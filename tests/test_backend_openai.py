@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import SMOL_MODEL_YAML
 
 from bench.backends.base import BackendError
 from bench.backends.http_settings import OpenAISettings
@@ -22,7 +23,6 @@ from bench.backends.sse import StreamError, iter_sse, read_openai_stream
 from bench.config import ConfigError, loads_config
 from bench.metrics import trial_timing
 from bench.sweep import expand, groups
-from support import SMOL_MODEL_YAML
 
 # -- a replay server ---------------------------------------------------------------------------
 

@@ -46,7 +46,7 @@ def test_the_end_table_fits_and_never_cuts_a_number(rows, width, estimated):
     header = next(line for line in lines if "decode t/s" in line)  # decode is never dropped
     body = lines[lines.index(header) + 2:]
     assert len(body) == len(rows)
-    for cell, line in zip(rows, body):
+    for cell, line in zip(rows, body, strict=False):
         for m in METRICS:
             shown = m.label in header
             if shown:

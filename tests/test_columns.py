@@ -169,7 +169,8 @@ PARAMS = {"model": "smollm2-135m", "quant": "Q4_1", "backend": "llama-cpp", "n_t
 def test_the_cell_label_reads_like_llama_bench():
     assert cell_label(PARAMS) == (
         "smollm2-135m Q4_1 llama-cpp t=2 ngl=0 ctx=2048 b=512 ub=512 pp128 tg64")
-    assert cell_label({**PARAMS, "flash_attn": True, "lang": "hi"}).endswith("fa pp128 tg64 lang=hi")
+    label = cell_label({**PARAMS, "flash_attn": True, "lang": "hi"})
+    assert label.endswith("fa pp128 tg64 lang=hi")
     text = {**PARAMS, "prompt_tokens": None, "prompt_id": "p03"}
     assert "p03 tg64" in cell_label(text)
 

@@ -130,7 +130,8 @@ def child(s: dict[str, Any], seg: Any, parent: Any) -> dict[str, Any]:
 def slots(doc: Any, schema: dict[str, Any], path: tuple[Any, ...] = ()) -> list[Any]:
     """(path, schema, value) of every value in the document, containers included."""
     out = []
-    items = doc.items() if isinstance(doc, dict) else enumerate(doc) if isinstance(doc, list) else []
+    items = (doc.items() if isinstance(doc, dict)
+             else enumerate(doc) if isinstance(doc, list) else [])
     for seg, v in items:
         sub = child(schema, seg, doc)
         out.append((path + (seg,), sub, v))

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support import SMOL_MODEL_YAML
 
 from bench.backends.llama_cpp import LlamaCppBackend
 from bench.config import loads_config
@@ -19,7 +20,6 @@ from bench.meters import rapl as rapl_mod
 from bench.meters.settings import EnergySettings
 from bench.runner import Runner
 from bench.sweep import expand
-from support import SMOL_MODEL_YAML
 
 pytestmark = pytest.mark.slow
 

@@ -96,7 +96,8 @@ def test_a_package_is_located_from_its_metadata_without_running_its_code(tmp_pat
         tmp_path, "shipped_pkg", {"__init__.py": runs, "m.Q4_0.gguf": b"GGUF" + b"\0" * 8}
     )
     install_fake_distribution(
-        tmp_path, "chunked_pkg", {"__init__.py": runs + b"def assemble(output_path=None):\n  pass\n"}
+        tmp_path, "chunked_pkg",
+        {"__init__.py": runs + b"def assemble(output_path=None):\n  pass\n"},
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     shipped = locate(variant("{id: t, package: shipped_pkg, file: m.Q4_0.gguf}"))

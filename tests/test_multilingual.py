@@ -4,13 +4,13 @@ from __future__ import annotations
 import math
 
 import pytest
+from support import GEMMA_MODEL_YAML, SMOL_MODEL_YAML, gemma_path, smollm2_path
 
 from bench.config import loads_config
 from bench.runner import Runner
 from bench.sweep import expand
 from bench.workload.packs import load_pack
 from bench.workload.text import count_chars
-from support import GEMMA_MODEL_YAML, SMOL_MODEL_YAML, gemma_path, smollm2_path
 
 pytestmark = pytest.mark.slow
 

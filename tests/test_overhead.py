@@ -9,11 +9,11 @@ from __future__ import annotations
 import statistics
 
 import pytest
+from support import smol_config
 
 from bench.config import loads_config
 from bench.runner import Runner
 from bench.sweep import expand
-from support import smol_config
 
 pytestmark = pytest.mark.slow
 

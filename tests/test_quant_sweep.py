@@ -3,13 +3,13 @@ small model, measured for speed and for quality against its source."""
 from __future__ import annotations
 
 import pytest
+from support import smollm2_path
 
 from bench.config import loads_config
 from bench.quantize import quantize
 from bench.results import load_run
 from bench.runner import Runner
 from bench.sweep import expand
-from support import smollm2_path
 
 pytestmark = pytest.mark.slow
 

@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
+from support import REPO, smol_config, smollm2_path, wait_for_first_cell
 
 from bench.cli import main
 from bench.results import load_run
-from support import REPO, smol_config, smollm2_path, wait_for_first_cell
 
 pytestmark = pytest.mark.slow
 

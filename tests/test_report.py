@@ -32,7 +32,8 @@ MACHINE_B = {**MACHINE_A, "id": "bbbb333344445555", "hostname": "laptop-b",
              "cpu_model": "Intel Core i7-1185G7"}
 # The plots a synthetic run supports: the headline, four metrics, speed/energy, the threads
 # sweep, power.
-SYNTHETIC_PLOTS = {"headline.png", "metric_prefill_tps.png", "metric_decode_tps.png", "metric_ttft.png",
+SYNTHETIC_PLOTS = {"headline.png", "metric_prefill_tps.png", "metric_decode_tps.png",
+                   "metric_ttft.png",
                    "metric_j_per_token.png", "speed_vs_energy.png", "sweep_n_threads.png",
                    "power_1.png"}
 
@@ -438,7 +439,8 @@ def real_run(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_report_on_a_real_small_run(real_run, tmp_path):
     assert Report().run([real_run], out=tmp_path) == 0
-    expected = {"headline.png", "metric_prefill_tps.png", "metric_decode_tps.png", "metric_ttft.png",
+    expected = {"headline.png", "metric_prefill_tps.png", "metric_decode_tps.png",
+                "metric_ttft.png",
                 "metric_j_per_token.png", "speed_vs_energy.png", "sweep_prompt_tokens.png",
                 "power_1.png"}
     assert _png_names(tmp_path) == expected

@@ -5,10 +5,10 @@ import math
 
 import pyarrow.parquet as pq
 import pytest
+from support import REPO, smol_config
 
 from bench.cli import main
 from bench.results import load_run
-from support import REPO, smol_config
 
 pytestmark = pytest.mark.slow
 

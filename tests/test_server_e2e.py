@@ -14,6 +14,7 @@ from typing import Any
 
 import psutil
 import pytest
+from support import REPO, SMOL_MODEL_YAML
 from test_backend_openai import closed_port
 
 from bench.backends.base import BackendError
@@ -23,7 +24,6 @@ from bench.backends.server import ManagedServer
 from bench.cli import main
 from bench.metrics import prompt_check, trial_timing
 from bench.results import load_run
-from support import REPO, SMOL_MODEL_YAML
 
 PY = sys.executable
 STUB = [PY, "-m", "http.server", "{port}", "--bind", "{host}"]

@@ -52,7 +52,9 @@ from bench.backends.sse import (
 from bench.metrics import prompt_check, trial_timing
 from bench.redact import redact, register_secret
 
-NOOP = lambda e: None
+
+def NOOP(e):
+    return None
 
 
 def stream_with_usage(**usage: Any) -> list[bytes]:

@@ -11,14 +11,14 @@ from __future__ import annotations
 import os
 import re
 import string
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
 from bench.schema import StrictModel
 
-Scalar = Union[bool, int, float, str]
+Scalar = bool | int | float | str
 Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=60)]
 Label = Annotated[str, Field(pattern=r"^[\w.:@/+-]+$", min_length=1, max_length=80)]
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=200)]
@@ -29,7 +29,9 @@ _CELL_KEYS = {"model", "quant", "backend", "label", "endpoint", "prompt_id", "pr
 # Placeholders bench fills in a server command, its environment and URLs.
 BUILTIN_PLACEHOLDERS = ("host", "port", "model_path", "model", "python")
 SECRET_PLACEHOLDERS = ("api_key",)
-_SECRET_QUERY = re.compile(r"(key|token|secret|password|passwd|pwd|sig|signature|auth)", re.IGNORECASE)
+_SECRET_QUERY = re.compile(
+    r"(key|token|secret|password|passwd|pwd|sig|signature|auth)", re.IGNORECASE
+)
 
 
 def _as_list(v: Any) -> Any:
@@ -41,7 +43,9 @@ def placeholders(text: str) -> list[str]:
     try:
         return [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
     except ValueError as e:
-        raise ValueError(f"{text!r} is not a valid template ({e}); write a literal brace as {{{{")
+        raise ValueError(
+            f"{text!r} is not a valid template ({e}); write a literal brace as {{{{"
+        ) from None
 
 
 def check_url(url: str, what: str = "url") -> str:

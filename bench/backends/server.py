@@ -32,7 +32,9 @@ from bench.redact import redact as redact_secrets
 from bench.redact import register_secret
 
 REDACTED = "***"
-_SECRET_QUERY = re.compile(r"(key|token|secret|password|passwd|pwd|sig|signature|auth)", re.IGNORECASE)
+_SECRET_QUERY = re.compile(
+    r"(key|token|secret|password|passwd|pwd|sig|signature|auth)", re.IGNORECASE
+)
 # Where the runner may tell backends to put server logs (it also may pass settings["log_dir"]).
 LOG_DIR_ENV = "BENCH_LOG_DIR"
 

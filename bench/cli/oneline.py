@@ -191,7 +191,9 @@ def to_yaml(config: dict[str, Any], command: str) -> str:
         f"# The config of: {command}\n"
         "# Run it again with `bench run THIS_FILE`; edit it to grow the sweep.\n"
     )
-    return head + yaml.safe_dump(config, sort_keys=False, allow_unicode=True, default_flow_style=None)
+    return head + yaml.safe_dump(
+        config, sort_keys=False, allow_unicode=True, default_flow_style=None
+    )
 
 
 # Where validation names a config key, the one-line user typed a flag.

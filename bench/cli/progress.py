@@ -19,7 +19,9 @@ from bench.cli.hints import fit_install_hints
 
 def clock(seconds: float) -> str:
     s = max(0, round(seconds))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+    if s >= 3600:
+        return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+    return f"{s // 60}:{s % 60:02d}"
 
 
 def _clip(text: str, width: int) -> str:

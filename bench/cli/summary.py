@@ -270,7 +270,7 @@ def render_table(cells: list[CellSummary], width: int, estimated: bool = False) 
 
     def line(values: list[str]) -> str:
         parts = []
-        for c, w, v in zip(cols, widths, values):
+        for c, w, v in zip(cols, widths, values, strict=False):
             pad = " " * (w - cell_len(v))
             parts.append(pad + v if c.numeric else v + pad)
         return "  ".join(parts).rstrip()

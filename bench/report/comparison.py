@@ -86,7 +86,8 @@ def comparison_summary(rcs: list[RunComparison]) -> list[str]:
         if verdict != "no regression":  # the verdict word stands out; its reason reads as text
             word, _, why = verdict.partition(":")
             verdict = word.upper() + (f":{why}" if why else "")
-        head = (f"{c} against {b}: {verdict} — {res.count('+')} worse, {res.count('-')} better, {res.count('~')} tied, "
+        head = (f"{c} against {b}: {verdict} — {res.count('+')} worse, "
+                f"{res.count('-')} better, {res.count('~')} tied, "
                 f"{res.count('?')} unreliable, {res.count('x')} not comparable "
                 f"(threshold {res.gate.threshold_pct:g}%).")
         lines.append(head)

@@ -279,7 +279,8 @@ def _finite(v: Any) -> float | None:
 
 def _summaries(cell: CellSummary) -> None:
     for m in METRICS:
-        vals = [x * m.scale for x in (_finite(r.get(m.name)) for r in cell.samples) if x is not None]
+        found = (_finite(r.get(m.name)) for r in cell.samples)
+        vals = [x * m.scale for x in found if x is not None]
         if vals:
             cell.values[m.name] = vals
             cell.stats[m.name] = mean_ci(vals)

@@ -766,7 +766,8 @@ def plot_language_metric(data: ReportData, metric: Metric, folder: Path) -> Plot
     name = f"lang_{metric.name}.png"
     _save(fig, folder, name)
     caption = (
-        f"{metric.words.capitalize()} in {metric.display_unit} for each language, one bar per model: "
+        f"{metric.words.capitalize()} in {metric.display_unit} for each language, one bar per "
+        "model: "
         "the mean over the language's non-warm-up trials, its 95% confidence interval and "
         "each trial. Characters are those decoded after the first token (Unicode code points), "
         "a unit that means the same for every tokenizer."

@@ -300,7 +300,7 @@ class GroupWorker:
                     "t_s": t - trace.t_start,
                     "token_id": tok,
                 }
-                for i, (t, tok) in enumerate(zip(trace.token_times, trace.token_ids))
+                for i, (t, tok) in enumerate(zip(trace.token_times, trace.token_ids, strict=False))
             ],
         ))
         return row

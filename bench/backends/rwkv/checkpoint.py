@@ -37,7 +37,8 @@ class CheckpointFacts:
 
     @property
     def version_name(self) -> str:
-        return f"{self.version:.1f}" if self.version != int(self.version) else str(int(self.version))
+        v = self.version
+        return f"{v:.1f}" if v != int(v) else str(int(v))
 
     def as_info(self) -> dict[str, Any]:
         return {
