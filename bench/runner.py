@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import energy as energy_math
+from bench import roofline
 from bench.backends.base import BackendError, Session, get_backend
 from bench.config import Config, LoadedConfig
 from bench.machine import (
@@ -511,6 +512,10 @@ class Runner:
             "meters": [s.__dict__ for s in statuses],
             "domains": [d.__dict__ for d in energy_math.all_domains(self.meters)],
             "idle": {},
+            # Memory bandwidth for the decode roofline (#15), measured once per run.
+            "roofline": roofline.measure_bandwidth(
+                gpu=any(c.params().get("n_gpu_layers") for c in self.cells)
+            ),
             "guards": {"warnings": []},
             "loads": [],
             "resumed": [],
@@ -651,6 +656,8 @@ class Runner:
     def _on_event(self, kind: str, *args: Any) -> None:
         w, m = self.writer, self.writer.manifest
         if kind == "rows":
+            if args[0] == "trials":  # roofline and energy-floor columns (#15)
+                args[1][:] = [{**r, **roofline.trial_columns(r, m)} for r in args[1]]
             w.add(args[0], args[1])
         elif kind == "model":
             # Several backends may load the same file; keep what the first learnt, add the rest.
