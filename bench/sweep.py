@@ -49,6 +49,10 @@ class ModelVariant:
             return {"served": s.served}
         if s.quantize_from is not None:
             return {"quantize_from": s.quantize_from, "imatrix": s.imatrix}
+        if s.synthetic is not None:
+            from bench.synthetic import resolve_shape
+
+            return {"synthetic": resolve_shape(s.synthetic)}
         return {"package": s.package, "file": self.file}
 
 
@@ -126,6 +130,8 @@ def model_variants(spec: ModelSpec) -> list[ModelVariant]:
             file = spec.file.replace("{quant}", q) if spec.file else None
             out.append(ModelVariant(spec, q, file))
         return out
+    if spec.synthetic is not None:
+        return [ModelVariant(spec, "F16", None)]  # written as F16; `quants` for the ladder
     name = spec.path or spec.file or ""
     return [ModelVariant(spec, quant_from_filename(name), spec.file)]
 
