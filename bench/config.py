@@ -136,8 +136,13 @@ class LlamaCppSettings(BackendSettings):
     n_ctx: list[Annotated[int, Field(ge=16, le=10_000_000)]] = [2048]
     n_batch: list[Annotated[int, Field(ge=1, le=1_000_000)]] = [512]
     n_ubatch: list[Annotated[int, Field(ge=1, le=1_000_000)]] = [512]
-    flash_attn: list[bool] = [False]
+    # "auto" (llama.cpp's own default): on where the device supports it; rows record what
+    # llama.cpp chose in flash_attn_effective.
+    flash_attn: list[bool | Literal["auto"]] = ["auto"]
     use_mmap: bool = True
+    # llama.cpp's extra weight buffers (CPU repacking, AMX), llama-bench's --repack. false is
+    # the fix on a CPU that advertises AMX but traps on it (the engine dies with SIGILL).
+    repack: bool = True
 
     LOAD_TIME: ClassVar[tuple[str, ...]] = (
         "n_gpu_layers", "n_ctx", "n_batch", "n_ubatch", "flash_attn"
@@ -161,7 +166,7 @@ class LlamaCppSettings(BackendSettings):
         }
 
     def fixed(self) -> dict[str, Any]:
-        return {"use_mmap": self.use_mmap}
+        return {"use_mmap": self.use_mmap, "repack": self.repack}
 
 
 BackendSpec = Annotated[

@@ -298,6 +298,8 @@ class GroupWorker:
         problem = prompt_check(timing)
         row.update(status="error" if problem else "ok", error=problem)
         row.update(timing)
+        # Per-row facts the backend learnt at load (#15: the flash_attn llama.cpp chose).
+        row.update(getattr(session, "row_columns", dict)())
         row.update(load_id=self.job.load_id, load_s=load_s)
         if meter_errors:
             row["energy_error"] = meter_errors[0]

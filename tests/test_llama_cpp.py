@@ -55,7 +55,7 @@ def test_a_prompt_one_token_past_a_batch_is_still_counted_as_prompt(session):
 def test_generation_runs_to_the_requested_length_past_eos(session):
     chat = ("<|im_start|>user\nReply with one word: hello.<|im_end|>\n"
             "<|im_start|>assistant\n")
-    tokens = session.llm.tokenize(chat.encode(), add_bos=True, special=True)
+    tokens = session.tokenize(chat, add_special=True, special=True)
     from bench.backends.base import Prompt
 
     p = Prompt("chat", tokens, chat)
