@@ -133,7 +133,7 @@ def check_linkage(exe: Path, env: dict[str, str], lib_dir: Path, engine: str) ->
                              check=False).stdout
     except OSError:
         return "ldd not available: linkage unchecked"
-    line = next((x.strip() for x in out.splitlines() if "libllama" in x), "")
+    line = next((x.strip() for x in out.splitlines() if "libllama.so" in x), "")
     if engine == "installed" and str(lib_dir) not in line:
         raise ScriptError(
             f"llama-bench does not load llama-cpp-python's libllama ({line or 'not found'}); "
