@@ -136,9 +136,9 @@ class LlamaCppSettings(BackendSettings):
     n_ctx: list[Annotated[int, Field(ge=16, le=10_000_000)]] = [2048]
     n_batch: list[Annotated[int, Field(ge=1, le=1_000_000)]] = [512]
     n_ubatch: list[Annotated[int, Field(ge=1, le=1_000_000)]] = [512]
-    # "auto" (llama.cpp's own default): on where the device supports it; rows record what
-    # llama.cpp chose in flash_attn_effective.
-    flash_attn: list[bool | Literal["auto"]] = ["auto"]
+    # auto (llama.cpp's own default): on where the device supports it. Held as null, so the
+    # column stays boolean; rows record what llama.cpp chose in flash_attn_effective.
+    flash_attn: list[bool | None] = [None]
     use_mmap: bool = True
     # llama.cpp's extra weight buffers (CPU repacking, AMX), llama-bench's --repack. false is
     # the fix on a CPU that advertises AMX but traps on it (the engine dies with SIGILL).
@@ -149,8 +149,13 @@ class LlamaCppSettings(BackendSettings):
     )
 
     _lists = field_validator(
-        "n_threads", "n_gpu_layers", "n_ctx", "n_batch", "n_ubatch", "flash_attn", mode="before"
+        "n_threads", "n_gpu_layers", "n_ctx", "n_batch", "n_ubatch", mode="before"
     )(_as_list)
+
+    @field_validator("flash_attn", mode="before")
+    @classmethod
+    def _flash_attn_auto(cls, v: Any) -> Any:
+        return [None if x == "auto" else x for x in _as_list(v)]
 
     def axes(self) -> dict[str, list[Any]]:
         from bench.machine import physical_cores

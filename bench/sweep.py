@@ -112,7 +112,7 @@ class Cell:
         bits = [p["model"] + (f" {p['quant']}" if p["quant"] else ""), p["backend"]]
         short = {"n_threads": "threads", "n_gpu_layers": "ngl"}
         # Settings at their usual defaults are left out to keep the line short.
-        usual = {"n_ctx": 2048, "n_batch": 512, "n_ubatch": 512, "flash_attn": "auto"}
+        usual = {"n_ctx": 2048, "n_batch": 512, "n_ubatch": 512, "flash_attn": None}
         bits += [
             f"{short.get(k, k)}={v}" for k, v in self.settings if k not in usual or usual[k] != v
         ]

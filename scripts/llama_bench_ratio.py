@@ -172,7 +172,7 @@ def run_bench(
     from bench.runner import Runner
     from bench.sweep import expand
 
-    fa_value = {"on": "true", "off": "false", "auto": "auto"}[fa]
+    fa_value = {"on": "true", "off": "false", "auto": "auto"}[fa]  # auto: held as null
     text = (
         f"name: ratio\nmodels:\n  - id: m\n    path: {json.dumps(str(model))}\n"
         f"backends:\n  - name: llama-cpp\n    n_threads: {threads}\n"

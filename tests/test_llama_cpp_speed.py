@@ -21,20 +21,30 @@ def load(path: Path, **kw):
 
 def test_flash_attn_defaults_to_auto_like_llama_cpp():
     loaded = loads_config("name: x\nmodels: [{id: m, path: m.gguf}]\n")
-    assert loaded.config.backends[0].flash_attn == ["auto"]
+    # Auto is held as null, so the flash_attn column stays boolean in every table.
+    assert loaded.config.backends[0].flash_attn == [None]
     sweep = loads_config(
         "name: x\nmodels: [{id: m, path: m.gguf}]\n"
         "backends: [{name: llama-cpp, flash_attn: [false, true, auto]}]\n")
-    assert sweep.config.backends[0].flash_attn == [False, True, "auto"]
+    assert sweep.config.backends[0].flash_attn == [False, True, None]
 
 
-@pytest.mark.parametrize("requested", [False, True, "auto"])
+def test_a_sweep_of_flash_attn_with_auto_writes_a_boolean_column(tmp_path):
+    from bench.results import RunWriter, load_run
+
+    w = RunWriter(tmp_path / "r", {"format_version": 1, "run_id": "r", "cells": []})
+    w.add("trials", [{"cell_id": "c1", "flash_attn": False}, {"cell_id": "c2", "flash_attn": None}])
+    w.flush()
+    assert [r["flash_attn"] for r in load_run(tmp_path / "r").trials] == [False, None]
+
+
+@pytest.mark.parametrize("requested", [False, True, None, "auto"])
 def test_every_session_says_which_flash_attention_llama_cpp_chose(smol_path, requested):
     s = load(smol_path, flash_attn=requested)
     try:
         chosen = s.row_columns()["flash_attn_effective"]
         # The CPU backend supports flash attention: auto resolves to on.
-        assert chosen is (True if requested == "auto" else requested)
+        assert chosen is (True if requested in (None, "auto") else requested)
         trace = s.generate(s.prompt("p", 32, None), 4, False, lambda e: None)
         assert trace.engine["engine_n_eval"] == 3
     finally:
@@ -46,6 +56,7 @@ def test_flash_attention_choice_is_read_from_llama_cpp_log():
     assert _flash_attn_effective(
         "auto", "resolve: Flash Attention not supported, set to disabled\n") is False
     assert _flash_attn_effective("auto", "") is None
+    assert _flash_attn_effective(None, "Flash Attention enabled") is True
     assert _flash_attn_effective(True, "flash_attn is not compatible with Grok") is False
     assert _flash_attn_effective(False, "") is False
 

@@ -286,17 +286,18 @@ def _file_type_name(value: Any) -> str | None:
 
 
 # bench's flash_attn setting -> llama.cpp's enum llama_flash_attn_type (AUTO -1, DISABLED 0,
-# ENABLED 1). "auto", llama.cpp's own default, enables it where the backend supports it.
-_FLASH_ATTN: dict[bool | str, int] = {"auto": -1, False: 0, True: 1}
+# ENABLED 1). Auto (None in the config, "auto" accepted here), llama.cpp's own default,
+# enables it where the backend supports it.
+_FLASH_ATTN: dict[bool | str | None, int] = {None: -1, "auto": -1, False: 0, True: 1}
 
 
-def _flash_attn_effective(requested: bool | str, log: str) -> bool | None:
+def _flash_attn_effective(requested: bool | str | None, log: str) -> bool | None:
     """What llama.cpp chose, from its log at context creation: "auto" resolves to "Flash
     Attention enabled" or "... not supported, set to disabled"; an explicit setting stands
     unless llama.cpp forced it off. None when the log does not say."""
     if "Flash Attention not supported" in log or "flash_attn is not compatible" in log:
         return False
-    if requested == "auto":
+    if requested is None or requested == "auto":
         return True if "Flash Attention enabled" in log else None
     return bool(requested)
 
@@ -459,7 +460,7 @@ class LlamaCppBackend(Backend):
         cp.n_ubatch = min(int(settings["n_ubatch"]), cp.n_batch)
         cp.n_threads = n_threads
         cp.n_threads_batch = n_threads
-        cp.flash_attn_type = _FLASH_ATTN[settings.get("flash_attn", "auto")]
+        cp.flash_attn_type = _FLASH_ATTN[settings.get("flash_attn")]
         cp.no_perf = False  # the engine's own timers are read after every trial
         log = _LogCapture(lib, echo=verbose)
         with _quiet_stderr(not verbose), log:
@@ -476,7 +477,7 @@ class LlamaCppBackend(Backend):
                 f"llama.cpp could not make a context for {model_path} "
                 f"({log.last_error() or 'out of memory?'}); lower n_ctx or n_batch"
             )
-        effective = _flash_attn_effective(settings.get("flash_attn", "auto"), log.text())
+        effective = _flash_attn_effective(settings.get("flash_attn"), log.text())
         return LlamaCppSession(lib, model, ctx, model_path, settings, effective)
 
     @classmethod
