@@ -152,6 +152,25 @@ TRIALS: tuple[Column, ...] = (
        label="engine decode t/s", **_HI),
     _c("engine_raw_usage", "str", "HTTP backends: the server's own counts (usage, timings) as "
        "JSON, kept as evidence beside bench's checks of them (docs/servers.md)"),
+    _c("flash_attn_effective", "bool", "the flash attention llama.cpp chose (with flash_attn "
+       "auto, read from its log at context creation); null where it did not say"),
+    _c("model_source", "str", '"synthetic" for a model of random weights (bench.synthetic: '
+       'speed and energy only, never quality), else the source kind'),
+    _c("roofline_tps", "float", "decode bound at batch 1: measured memory bandwidth / bytes "
+       "read per token (weights + KV cache at the decode phase's mean context; "
+       "docs/speed.md)", unit="tokens/s", label="bound t/s"),
+    _c("roofline_pct", "float", "decode t/s as a percentage of roofline_tps", unit="%",
+       label="% of roofline"),
+    _c("roofline_bytes_per_token", "int", "bytes read per generated token in that bound",
+       unit="bytes"),
+    _c("roofline_memory", "str", 'which memory bounds it: "cpu" (DRAM) or "gpu" (device '
+       "memory)"),
+    _c("roofline_note", "str", "why the bound may not hold (a model that fits in cache, "
+       "a bandwidth that could not be measured)"),
+    _c("j_floor", "float", "idle power / decode t/s: a lower bound on gross J/token",
+       unit="J/token", energy=True),
+    _c("j_floor_ratio", "float", "gross J/token / j_floor (1 = nothing but idle power)",
+       energy=True),
     _c("overhead_prefill_pct", "float", "(wall − engine) / wall × 100, prefill", unit="%"),
     _c("overhead_decode_pct", "float", "(wall − engine) / wall × 100, decode", unit="%"),
     _c("load_id", "str", "the model load this trial ran under"),

@@ -11,7 +11,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -25,6 +25,7 @@ from bench.meters.settings import EnergySettings
 from bench.schema import HubRepo, HubRevision, LocalPath, RelativeFile, StrictModel, relative_file
 
 __all__ = ["BackendSettings", "Config", "ConfigError", "LlamaCppSettings", "LoadedConfig"]
+from bench.synthetic import SyntheticShape
 
 MAX_CONFIG_BYTES = 1_000_000
 MAX_NODES = 100_000
@@ -95,18 +96,22 @@ class ModelSpec(StrictModel):
     # an RWKV `.pth` checkpoint (the rwkv backend) or a Hugging Face model folder or repository
     # (the transformers backend). Default: `.pth` -> rwkv, a folder -> hf, otherwise gguf.
     format: Literal["gguf", "rwkv", "hf"] | None = None
+    # A model of a named shape with random weights (bench.synthetic): `llama-7b`, or a mapping
+    # with `base` and/or arch, layers, embedding, heads, kv_heads, ff, vocab, seed.
+    synthetic: Annotated[str, Field(pattern=r"^[\w.-]+$")] | SyntheticShape | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
         sources = [
-            k for k in ("path", "repo", "package", "served", "quantize_from")
+            k for k in ("path", "repo", "package", "served", "quantize_from", "synthetic")
             if getattr(self, k) is not None
         ]
         if len(sources) != 1:
             raise ValueError(
                 "a model needs exactly one of 'path' (a local GGUF file), 'repo' (a Hugging "
                 "Face repository, with 'file' or 'quants'), 'package' (with 'file'), "
-                "'served' (a model name a server knows) or 'quantize_from' (with 'quants')"
+                "'served' (a model name a server knows), 'quantize_from' (with 'quants') or "
+                "'synthetic' (a named shape with random weights)"
                 + (f"; it has {', '.join(sources)}" if sources else "")
             )
         if (
@@ -119,7 +124,15 @@ class ModelSpec(StrictModel):
             )
         if self.package is not None and self.file is None:
             raise ValueError("a 'package' model needs 'file': the GGUF's name inside the package")
-        if self.quants and self.repo is None and self.quantize_from is None:
+        if isinstance(self.synthetic, str):
+            from bench.synthetic import PRESETS
+
+            if self.synthetic not in PRESETS:
+                raise ValueError(
+                    f"unknown synthetic model {self.synthetic!r}; known: {', '.join(PRESETS)}"
+                )
+        if (self.quants and self.repo is None and self.quantize_from is None
+                and self.synthetic is None):
             raise ValueError(
                 "'quants' needs 'repo' or 'quantize_from' (a path, package or served name is "
                 "one file)"
@@ -265,7 +278,7 @@ class Execution(StrictModel):
     max_cells: Annotated[int, Field(ge=1, le=100_000)] = 10_000
 
 
-Scalar = Union[bool, int, float, str, None]
+Scalar = bool | int | float | str | None
 
 
 class Quality(StrictModel):
@@ -494,7 +507,9 @@ def _clean_loc(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
     out: list[Any] = []
     cur = data
     for seg in loc:
-        if isinstance(cur, dict) and seg in cur or isinstance(cur, list) and isinstance(seg, int) and 0 <= seg < len(cur):
+        in_dict = isinstance(cur, dict) and seg in cur
+        in_list = isinstance(cur, list) and isinstance(seg, int) and 0 <= seg < len(cur)
+        if in_dict or in_list:
             out.append(seg)
             cur = cur[seg]
     return tuple(out)

@@ -115,7 +115,27 @@ def locate(variant: ModelVariant) -> Located:
         return Located(variant, None, None, None)
     if spec.quantize_from is not None:
         return _locate_quantized(variant)
+    if spec.synthetic is not None:
+        return _locate_synthetic(variant)
     return _locate_hub(variant)
+
+
+def _locate_synthetic(variant: ModelVariant) -> Located:
+    from bench.synthetic import SyntheticError, cached_path, describe
+
+    assert variant.spec.synthetic is not None
+    try:
+        path = cached_path(variant.spec.synthetic, variant.quant)
+        what = describe(variant.spec.synthetic)
+    except SyntheticError as e:
+        return Located(variant, None, None, f"model {variant.spec.id!r}: {e}")
+    if path is not None:
+        return Located(variant, path, _size(path), check_local_file(path, "synthetic model file"))
+    return Located(
+        variant, None, None,
+        f"{what} at {variant.quant} is written to the cache on first use",
+        downloadable=True,
+    )
 
 
 def _locate_quantized(variant: ModelVariant) -> Located:
@@ -410,6 +430,13 @@ def fetch(variant: ModelVariant) -> Path | None:
                 imatrix=Path(os.path.expanduser(spec.imatrix)) if spec.imatrix else None,
             )
         except (QuantizeError, OSError) as e:
+            raise ModelError(f"could not build {spec.id} {variant.quant}: {e}") from None
+    if loc.downloadable and spec.synthetic is not None:
+        from bench.synthetic import SyntheticError, build
+
+        try:
+            return build(spec.synthetic, variant.quant)
+        except (SyntheticError, OSError) as e:
             raise ModelError(f"could not build {spec.id} {variant.quant}: {e}") from None
     if not loc.downloadable or spec.repo is None:
         raise ModelError(loc.problem or f"model {spec.id!r} is not available")

@@ -312,7 +312,16 @@ def _tokenize(eng: _Engine, text: str) -> tuple[np.ndarray, list[int]]:
     # The text alone, with special-token syntax read as plain text; the BOS is added by hand so
     # that add_special cannot also append an EOS the text does not have.
     lib = _lib()
-    ids = eng.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+    # Through llama.cpp's own C API on the vocabulary, for a Llama and a backend session alike.
+    raw = text.encode("utf-8")
+    n_max = len(raw) + 16
+    buf = (lib.llama_token * n_max)()
+    n = lib.llama_tokenize(eng.vocab, raw, len(raw), buf, n_max, False, False)
+    if n < 0:  # the buffer was too small: -n is the size needed
+        n_max = -n
+        buf = (lib.llama_token * n_max)()
+        n = lib.llama_tokenize(eng.vocab, raw, len(raw), buf, n_max, False, False)
+    ids = list(buf[:n])
     prefix = [int(lib.llama_vocab_bos(eng.vocab))] if lib.llama_vocab_get_add_bos(eng.vocab) else []
     return np.asarray(ids, dtype=np.int32), prefix
 

@@ -60,6 +60,11 @@ def run_quality(
     window = {"window": config.quality.window} if config.quality.window else {}
     for model_id, variants in _variants(cells).items():
         spec = variants[0][0].spec
+        if spec.synthetic is not None:
+            from bench.synthetic import QUALITY_REFUSAL
+
+            emit("message", QUALITY_REFUSAL.format(model=model_id))
+            continue
         paths: list[tuple[str, Path, dict[str, Any]]] = []
         for variant, settings in variants:
             try:

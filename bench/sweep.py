@@ -20,7 +20,6 @@ from pydantic import TypeAdapter, ValidationError
 
 from bench.backends.formats import FORMAT_BACKEND, model_format, runs_on
 from bench.config import (
-    BackendSettings,
     BackendSpec,
     Config,
     ConfigError,
@@ -67,6 +66,10 @@ class ModelVariant:
             return {"served": s.served}
         if s.quantize_from is not None:
             return {"quantize_from": s.quantize_from, "imatrix": s.imatrix}
+        if s.synthetic is not None:
+            from bench.synthetic import resolve_shape
+
+            return {"synthetic": resolve_shape(s.synthetic)}
         return {"package": s.package, "file": self.file}
 
 
@@ -128,7 +131,7 @@ class Cell:
         bits = [p["model"] + (f" {p['quant']}" if p["quant"] else ""), p["backend"]]
         short = {"n_threads": "threads", "n_gpu_layers": "ngl"}
         # Settings at their usual defaults are left out to keep the line short.
-        usual = {"n_ctx": 2048, "n_batch": 512, "n_ubatch": 512, "flash_attn": False}
+        usual = {"n_ctx": 2048, "n_batch": 512, "n_ubatch": 512, "flash_attn": None}
         bits += [
             f"{short.get(k, k)}={v}" for k, v in self.settings if k not in usual or usual[k] != v
         ]
@@ -154,6 +157,8 @@ def model_variants(spec: ModelSpec) -> list[ModelVariant]:
             file = spec.file.replace("{quant}", q) if spec.file else None
             out.append(ModelVariant(spec, q, file))
         return out
+    if spec.synthetic is not None:
+        return [ModelVariant(spec, "F16", None)]  # written as F16; `quants` for the ladder
     name = spec.path or spec.file or ""
     return [ModelVariant(spec, quant_from_filename(name), spec.file)]
 
@@ -202,7 +207,7 @@ def _product_rows(
             for backend in backends:
                 axes = backend.axes()
                 for combo in itertools.product(*axes.values()):
-                    setting = dict(zip(axes, combo))
+                    setting = dict(zip(axes, combo, strict=False))
                     for prompt in prompts:
                         for gen in config.workload.gen_tokens:
                             for depth in config.workload.depth:
@@ -435,8 +440,10 @@ def expand(config: Config, check: Callable[[], None] = _no_check) -> list[Cell]:
             f"before exclude), more than execution.max_cells ({cap:,}); shorten its lists, or "
             "raise execution.max_cells"
         )
-    excludes = [_coerce_entry(config, e, "exclude", i, prompts) for i, e in enumerate(config.exclude)]
-    includes = [_coerce_entry(config, e, "include", i, prompts) for i, e in enumerate(config.include)]
+    excludes = [_coerce_entry(config, e, "exclude", i, prompts)
+                for i, e in enumerate(config.exclude)]
+    includes = [_coerce_entry(config, e, "include", i, prompts)
+                for i, e in enumerate(config.include)]
     rows = []
     for n, r in enumerate(_product_rows(config, prompts)):
         if not n & 1023:

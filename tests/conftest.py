@@ -14,3 +14,13 @@ def smol_path() -> Path:
     p = smollm2_path()
     assert p.is_file(), f"{p} missing: install the test set-up with ./dev test"
     return p
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # A 7B-shaped run takes minutes and ~18 GB of cache: only when asked for by name.
+    if "slow7b" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="a 7B-shaped run; select it with: pytest -m slow7b")
+    for item in items:
+        if "slow7b" in item.keywords:
+            item.add_marker(skip)

@@ -119,10 +119,10 @@ def test_bits_per_byte_equals_a_direct_computation_from_llama_cpp_python_logits(
     # An independent path: llama-cpp-python's own evaluation with logits for every position.
     import llama_cpp
 
-    from bench.backends.llama_cpp import _quiet_stderr
+    from bench.backends.llama_cpp import quiet_stderr
 
     text = "The river runs to the sea, and the sea is never full."
-    with _quiet_stderr(True):
+    with quiet_stderr(True):
         llm = llama_cpp.Llama(model_path=str(smol_path), n_ctx=64, n_threads=1,
                               logits_all=True, verbose=False)
     try:

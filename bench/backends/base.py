@@ -149,6 +149,14 @@ class ReportsResourceUsage(Protocol):
 
 
 @runtime_checkable
+class ReportsRowColumns(Protocol):
+    """A session with facts for every trial row that the engine decided at load (the flash
+    attention llama.cpp chose when asked for auto)."""
+
+    def row_columns(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
 class TracksProcess(Protocol):
     """A meter that can attribute the energy of one more process (a server bench started)."""
 

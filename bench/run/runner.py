@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import energy as energy_math
+from bench import roofline
 from bench.backends.base import REGISTRY, BackendError, get_backend
 from bench.config import LoadedConfig
 from bench.machine import cpu_load_percent, machine_facts, power_state, software_facts
@@ -164,6 +165,10 @@ class Runner:
             "meters": [s.__dict__ for s in statuses],
             "domains": [d.__dict__ for d in energy_math.all_domains(self.meters)],
             "idle": {},
+            # Memory bandwidth for the decode roofline, measured once per run (bench.roofline).
+            "roofline": roofline.measure_bandwidth(
+                gpu=any(c.params().get("n_gpu_layers") for c in self.cells)
+            ),
             "guards": {"warnings": []},
             "loads": [],
             "resumed": [],
@@ -295,6 +300,8 @@ class Runner:
         w, m = self.writer, self.writer.manifest
         if isinstance(event, Rows):
             if event.table == "trials":
+                # The roofline and energy-floor columns need the run's bandwidth and idle power.
+                event.rows[:] = [{**r, **roofline.trial_columns(r, m)} for r in event.rows]
                 for r in event.rows:
                     cid = str(r.get("cell_id"))
                     self._next_trial[cid] = max(self._next_trial.get(cid, 0),

@@ -16,6 +16,7 @@ from bench.backends.base import (
     BackendError,
     HasServerProcess,
     ReportsResourceUsage,
+    ReportsRowColumns,
     Session,
     TracksProcess,
     get_backend,
@@ -270,6 +271,8 @@ class GroupWorker:
         problem = prompt_check(timing)
         row.update(status="error" if problem else "ok", error=problem)
         row.update(timing)
+        if isinstance(session, ReportsRowColumns):
+            row.update(session.row_columns())  # what the engine chose at load (flash_attn)
         row.update(load_id=self.job.load_id, load_s=load_s)
         if meter_errors:
             row["energy_error"] = meter_errors[0]

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import os
 import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -71,31 +72,41 @@ def llama_lib() -> Any:
     return llama_cpp
 
 
-# Old private names, kept while other branches that still import them are merged.
-_lib = llama_lib
-_quiet_stderr = quiet_stderr
-
-
 class LlamaCppSession(Session):
-    def __init__(self, llm: Any, model_path: Path, settings: LlamaCppCell):
-        lib = llama_lib()
+    """A model and one llama.cpp context made with the same parameters llama-bench uses."""
+
+    def __init__(
+        self, lib: Any, model: Any, ctx: Any, model_path: Path, settings: LlamaCppCell,
+        flash_attn_effective: bool | None,
+    ):
         self.lib = lib
-        self.llm = llm
+        self.model = model
+        self.ctx = ctx
         self.model_path = model_path
         self.settings = settings
-        # The public pointers llama-cpp-python hands out, not its private _ctx/_model objects.
-        self.ctx = llm.ctx
-        self.model = llm.model
+        self.flash_attn_effective = flash_attn_effective
         self.mem = lib.llama_get_memory(self.ctx)
         self.vocab = lib.llama_model_get_vocab(self.model)
         self.n_vocab = int(lib.llama_vocab_n_tokens(self.vocab))
         self.n_batch = settings.n_batch
         self.n_ctx = int(lib.llama_n_ctx(self.ctx))
         self._filler: list[int] | None = None
+        self.threadpool = _Threadpool(lib, ctx)
+        self.threadpool.use(settings.n_threads)
 
     # -- prompts (not timed) ----------------------------------------------------------------
-    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
-        return self.llm.tokenize(text.encode("utf-8"), add_bos=add_special, special=False)
+    def tokenize(self, text: str, add_special: bool = True, special: bool = False) -> list[int]:
+        """Token ids of text; `special` parses control-token text such as <|im_start|>."""
+        raw = text.encode("utf-8")
+        n_max = len(raw) + 16
+        buf = (self.lib.llama_token * n_max)()
+        n = self.lib.llama_tokenize(self.vocab, raw, len(raw), buf, n_max, add_special, special)
+        if n < 0:  # the buffer was too small: -n is the size needed
+            n_max = -n
+            buf = (self.lib.llama_token * n_max)()
+            n = self.lib.llama_tokenize(self.vocab, raw, len(raw), buf, n_max, add_special,
+                                        special)
+        return list(buf[:n])
 
     def prompt(
         self, prompt_id: str, n_tokens: int | None, text: str | None, depth: int = 0
@@ -120,7 +131,18 @@ class LlamaCppSession(Session):
         return Prompt(prompt_id, tokens, text)
 
     def detokenize(self, token_ids: list[int]) -> str:
-        return self.llm.detokenize(token_ids).decode("utf-8", errors="replace")
+        if not token_ids:
+            return ""
+        arr = (self.lib.llama_token * len(token_ids))(*token_ids)
+        size = 8 * len(token_ids) + 16
+        for _ in range(2):
+            buf = ctypes.create_string_buffer(size)
+            n = self.lib.llama_detokenize(self.vocab, arr, len(token_ids), buf, size, False,
+                                          False)
+            if n >= 0:
+                return buf.raw[:n].decode("utf-8", errors="replace")
+            size = -n + 1
+        raise BackendError("llama.cpp could not detokenize the generated tokens")
 
     def configure(self, settings: LlamaCppCell | Mapping[str, Any]) -> None:
         if isinstance(settings, Mapping):
@@ -128,6 +150,7 @@ class LlamaCppSession(Session):
         n = settings.n_threads
         # Prompt processing uses n_threads_batch; both follow the swept thread count.
         self.lib.llama_set_n_threads(self.ctx, n, n)
+        self.threadpool.use(n)
         self.settings = settings
 
     # -- the measured loop ------------------------------------------------------------------
@@ -181,31 +204,38 @@ class LlamaCppSession(Session):
             lib.llama_synchronize(ctx)
         lib.llama_perf_context_reset(ctx)
 
-        on_edge("start")
-        t_start = perf()
-        for batch, _arr in chunks:
-            rc = decode(ctx, batch)
-            if rc != 0:
-                raise BackendError(f"llama_decode failed on the prompt (code {rc})")
-        tok = int(as_array(logits_ith(ctx, -1), shape=(n_vocab,)).argmax())
-        times[0] = perf()
-        ids[0] = tok
-        on_edge("first")
-        produced = 1
-        eos = False
-        for k in range(1, n_gen):
-            if stop_at_eos and is_eog(vocab, tok):
-                eos = True
-                break
-            one[0] = tok
-            rc = decode(ctx, batch_one)
-            if rc != 0:
-                raise BackendError(f"llama_decode failed at generated token {k} (code {rc})")
+        # No garbage-collector pass inside the timed loop: it would land between two tokens.
+        gc_was_on = gc.isenabled()
+        gc.disable()
+        try:
+            on_edge("start")
+            t_start = perf()
+            for batch, _arr in chunks:
+                rc = decode(ctx, batch)
+                if rc != 0:
+                    raise BackendError(f"llama_decode failed on the prompt (code {rc})")
             tok = int(as_array(logits_ith(ctx, -1), shape=(n_vocab,)).argmax())
-            times[k] = perf()
-            ids[k] = tok
-            produced = k + 1
-        on_edge("end")
+            times[0] = perf()
+            ids[0] = tok
+            on_edge("first")
+            produced = 1
+            eos = False
+            for k in range(1, n_gen):
+                if stop_at_eos and is_eog(vocab, tok):
+                    eos = True
+                    break
+                one[0] = tok
+                rc = decode(ctx, batch_one)
+                if rc != 0:
+                    raise BackendError(f"llama_decode failed at generated token {k} (code {rc})")
+                tok = int(as_array(logits_ith(ctx, -1), shape=(n_vocab,)).argmax())
+                times[k] = perf()
+                ids[k] = tok
+                produced = k + 1
+            on_edge("end")
+        finally:
+            if gc_was_on:
+                gc.enable()
 
         pc = lib.llama_perf_context(ctx)
         engine = {
@@ -229,7 +259,8 @@ class LlamaCppSession(Session):
         lib.llama_model_desc(self.model, buf, ctypes.sizeof(buf))
         n_params = int(lib.llama_model_n_params(self.model))
         size = int(lib.llama_model_size(self.model))
-        meta = dict(getattr(self.llm, "metadata", {}) or {})
+        meta = {k: _meta(lib, self.model, k)
+                for k in ("general.architecture", "general.name", "general.file_type")}
         return {
             "description": buf.value.decode("utf-8", "replace"),
             "architecture": meta.get("general.architecture"),
@@ -241,13 +272,27 @@ class LlamaCppSession(Session):
             "n_vocab": self.n_vocab,
             "n_ctx_train": int(lib.llama_model_n_ctx_train(self.model)),
             "n_ctx": self.n_ctx,
+            "flash_attn_effective": self.flash_attn_effective,
         }
 
+    def row_columns(self) -> dict[str, Any]:
+        """Columns every trial row of this session gets."""
+        return {"flash_attn_effective": self.flash_attn_effective}
+
     def close(self) -> None:
-        close = getattr(self.llm, "close", None)
-        if close is not None:
-            close()
-        self.llm = None
+        if self.ctx is not None:
+            self.threadpool.close()
+            self.lib.llama_free(self.ctx)
+            self.ctx = None
+        if self.model is not None:
+            self.lib.llama_model_free(self.model)
+            self.model = None
+
+
+def _meta(lib: Any, model: Any, key: str) -> str | None:
+    buf = ctypes.create_string_buffer(512)
+    n = lib.llama_model_meta_val_str(model, key.encode(), buf, ctypes.sizeof(buf))
+    return buf.value.decode("utf-8", "replace") if n >= 0 else None
 
 
 # llama.cpp's enum llama_ftype, for naming the quantization a GGUF file declares.
@@ -268,7 +313,144 @@ def file_type_name(value: Any) -> str | None:
         return None
 
 
-_file_type_name = file_type_name
+# bench's flash_attn setting -> llama.cpp's enum llama_flash_attn_type (AUTO -1, DISABLED 0,
+# ENABLED 1). Auto (None in the config, "auto" accepted here), llama.cpp's own default,
+# enables it where the backend supports it.
+_FLASH_ATTN: dict[bool | str | None, int] = {None: -1, "auto": -1, False: 0, True: 1}
+
+
+def _flash_attn_effective(requested: bool | str | None, log: str) -> bool | None:
+    """What llama.cpp chose, from its log at context creation: "auto" resolves to "Flash
+    Attention enabled" or "... not supported, set to disabled"; an explicit setting stands
+    unless llama.cpp forced it off. None when the log does not say."""
+    if "Flash Attention not supported" in log or "flash_attn is not compatible" in log:
+        return False
+    if requested is None or requested == "auto":
+        return True if "Flash Attention enabled" in log else None
+    return bool(requested)
+
+
+class _ThreadpoolParams(ctypes.Structure):
+    # ggml.h's struct ggml_threadpool_params (GGML_MAX_N_THREADS = 512).
+    _fields_ = [
+        ("cpumask", ctypes.c_bool * 512),
+        ("n_threads", ctypes.c_int),
+        ("prio", ctypes.c_int),
+        ("poll", ctypes.c_uint32),
+        ("strict_cpu", ctypes.c_bool),
+        ("paused", ctypes.c_bool),
+    ]
+
+
+class _Threadpool:
+    """A persistent ggml CPU threadpool attached to the context, as llama-bench attaches one.
+
+    Without it ggml makes a throwaway threadpool for every graph, so a build without OpenMP
+    starts and joins its worker threads on every generated token. llama-cpp-python does not
+    bind these functions; they are called from its own shared libraries. Absent symbols (an
+    older or differently packaged build) leave the engine's default in place.
+    """
+
+    def __init__(self, lib: Any, ctx: Any):
+        self.lib = lib
+        self.ctx = ctx
+        self.pool: int | None = None
+        self.n_threads = 0
+        self.status = "engine default (threadpool functions not found)"
+        try:
+            lib_dir = Path(lib.__file__).parent / "lib"
+            cpu = ctypes.CDLL(str(_first(lib_dir, "libggml-cpu")))
+            base = ctypes.CDLL(str(_first(lib_dir, "libggml-base")))
+            llama = lib.llama_cpp._lib
+            self._default = base.ggml_threadpool_params_default
+            self._new: Any = cpu.ggml_threadpool_new
+            self._free = cpu.ggml_threadpool_free
+            self._attach = llama.llama_attach_threadpool
+            self._detach = llama.llama_detach_threadpool
+        except (OSError, AttributeError, FileNotFoundError):
+            self._new = None
+            return
+        self._default.argtypes, self._default.restype = [ctypes.c_int], _ThreadpoolParams
+        self._new.argtypes = [ctypes.POINTER(_ThreadpoolParams)]
+        self._new.restype = ctypes.c_void_p
+        self._free.argtypes, self._free.restype = [ctypes.c_void_p], None
+        self._attach.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+        self._attach.restype = None
+        self._detach.argtypes, self._detach.restype = [ctypes.c_void_p], None
+
+    def use(self, n_threads: int) -> None:
+        """Attach a pool of n_threads (ggml's defaults: poll 50, normal priority, no pinning,
+        the same as llama-bench's), replacing a pool of another size."""
+        if self._new is None or n_threads == self.n_threads:
+            return
+        if os.environ.get("BENCH_LLAMA_THREADPOOL") == "0":  # A/B switch for docs/speed.md
+            self.status = "engine default (BENCH_LLAMA_THREADPOOL=0)"
+            return
+        params = self._default(n_threads)
+        pool = self._new(ctypes.byref(params))
+        if not pool:
+            self.status = f"engine default (ggml_threadpool_new({n_threads}) failed)"
+            return
+        ctx = ctypes.cast(self.ctx, ctypes.c_void_p)
+        self._attach(ctx, pool, None)  # None: the batch pool is the same pool
+        self.close_pool()
+        self.pool, self.n_threads = pool, n_threads
+        self.status = f"attached: {n_threads} threads, poll {params.poll}"
+
+    def close_pool(self) -> None:
+        if self.pool is not None and self._new is not None:
+            self._free(self.pool)
+        self.pool = None
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self._detach(ctypes.cast(self.ctx, ctypes.c_void_p))
+            self.close_pool()
+
+
+def _first(folder: Path, stem: str) -> Path:
+    for name in (f"{stem}.so", f"{stem}.dylib", f"{stem}.dll", f"{stem.removeprefix('lib')}.dll"):
+        if (folder / name).is_file():
+            return folder / name
+    raise FileNotFoundError(stem)
+
+
+class _LogCapture:
+    """llama.cpp's log lines while loading, for what the API does not expose (the resolved
+    flash-attention setting, the reason a load failed); llama-cpp-python's logger is put back
+    afterwards."""
+
+    def __init__(self, lib: Any, echo: bool):
+        self.lib = lib
+        self.echo = echo
+        self.lines: list[str] = []
+
+        def on_log(level: int, text: bytes, user_data: Any) -> None:
+            line = text.decode("utf-8", "replace") if text else ""
+            self.lines.append(line)
+            if self.echo:
+                sys.stderr.write(line)
+
+        self._callback = lib.llama_log_callback(on_log)
+
+    def __enter__(self) -> Self:
+        self.lib.llama_log_set(self._callback, ctypes.c_void_p(0))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            from llama_cpp import _logger
+
+            self.lib.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
+        except (ImportError, AttributeError):
+            self.lib.llama_log_set(self.lib.llama_log_callback(0), ctypes.c_void_p(0))
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def last_error(self) -> str | None:
+        errs = [x.strip() for x in self.lines if "error" in x.lower() or "failed" in x.lower()]
+        return errs[-1] if errs else None
 
 
 class LlamaCppBackend(Backend):
@@ -290,26 +472,46 @@ class LlamaCppBackend(Backend):
         s: LlamaCppCell = as_cell_settings(type(self), settings)
         lib = llama_lib()
         verbose = bool(os.environ.get("BENCH_LLAMA_VERBOSE"))
+        with contextlib.suppress(ImportError, AttributeError):
+            from llama_cpp import _logger
+
+            # llama-cpp-python's log callback prints everything until told otherwise (its
+            # Llama class does this); llama.cpp logs again when a context is freed.
+            _logger.set_verbose(verbose)
         n_threads = s.n_threads
-        try:
-            with quiet_stderr(not verbose):
-                llm = lib.Llama(
-                    model_path=str(model_path),
-                    n_ctx=s.n_ctx,
-                    n_batch=s.n_batch,
-                    n_ubatch=s.n_ubatch,
-                    n_threads=n_threads,
-                    n_threads_batch=n_threads,
-                    n_gpu_layers=s.n_gpu_layers,
-                    flash_attn=s.flash_attn,
-                    use_mmap=s.use_mmap,
-                    seed=seed,
-                    logits_all=False,
-                    verbose=verbose,
-                )
-        except (ValueError, RuntimeError, OSError) as e:
-            raise BackendError(f"llama.cpp could not load {model_path}: {e}") from None
-        return LlamaCppSession(llm, model_path, s)
+        # Through the submodule, where llama-cpp-python's own Llama class looks it up.
+        mp = lib.llama_cpp.llama_model_default_params()
+        mp.n_gpu_layers = s.n_gpu_layers
+        mp.use_mmap = s.use_mmap
+        if not s.repack:
+            mp.use_extra_bufts = False
+        # The context is made as llama-bench makes it (its to_llama_cparams): llama.cpp's
+        # defaults plus the swept settings, so bench measures the engine as its own tool does.
+        cp = lib.llama_context_default_params()
+        cp.n_ctx = s.n_ctx
+        cp.n_batch = s.n_batch
+        cp.n_ubatch = min(s.n_ubatch, cp.n_batch)
+        cp.n_threads = n_threads
+        cp.n_threads_batch = n_threads
+        cp.flash_attn_type = _FLASH_ATTN[s.flash_attn]
+        cp.no_perf = False  # the engine's own timers are read after every trial
+        log = _LogCapture(lib, echo=verbose)
+        with quiet_stderr(not verbose), log:
+            model = lib.llama_model_load_from_file(str(model_path).encode(), mp)
+            ctx = lib.llama_init_from_model(model, cp) if model else None
+        if not model:
+            raise BackendError(
+                f"llama.cpp could not load {model_path} ({log.last_error() or 'no detail'}); "
+                "run with BENCH_LLAMA_VERBOSE=1 to see its log"
+            )
+        if not ctx:
+            lib.llama_model_free(model)
+            raise BackendError(
+                f"llama.cpp could not make a context for {model_path} "
+                f"({log.last_error() or 'out of memory?'}); lower n_ctx or n_batch"
+            )
+        effective = _flash_attn_effective(s.flash_attn, log.text())
+        return LlamaCppSession(lib, model, ctx, model_path, s, effective)
 
     @classmethod
     def software(cls) -> dict[str, Any]:

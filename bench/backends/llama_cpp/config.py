@@ -26,16 +26,26 @@ class LlamaCppSettings(BackendSettings):
     n_ctx: list[Annotated[int, Field(ge=16, le=10_000_000)]] = Field(default=[2048])
     n_batch: list[Annotated[int, Field(ge=1, le=1_000_000)]] = Field(default=[512])
     n_ubatch: list[Annotated[int, Field(ge=1, le=1_000_000)]] = Field(default=[512])
-    flash_attn: list[bool] = Field(default=[False])
+    # auto (llama.cpp's own default): on where the device supports it. Held as null, so the
+    # column stays boolean; rows record what llama.cpp chose in flash_attn_effective.
+    flash_attn: list[bool | None] = Field(default=[None])
     use_mmap: bool = True
+    # llama.cpp's extra weight buffers (CPU repacking, AMX), llama-bench's --repack. false is
+    # the fix on a CPU that advertises AMX but traps on it (the engine dies with SIGILL).
+    repack: bool = True
 
     LOAD_TIME: ClassVar[tuple[str, ...]] = (
         "n_gpu_layers", "n_ctx", "n_batch", "n_ubatch", "flash_attn"
     )
 
     _lists = field_validator(
-        "n_threads", "n_gpu_layers", "n_ctx", "n_batch", "n_ubatch", "flash_attn", mode="before"
+        "n_threads", "n_gpu_layers", "n_ctx", "n_batch", "n_ubatch", mode="before"
     )(_as_list)
+
+    @field_validator("flash_attn", mode="before")
+    @classmethod
+    def _flash_attn_auto(cls, v: Any) -> Any:
+        return [None if x == "auto" else x for x in _as_list(v)]
 
     def axes(self) -> dict[str, list[Any]]:
         from bench.machine import physical_cores
@@ -51,7 +61,7 @@ class LlamaCppSettings(BackendSettings):
         }
 
     def fixed(self) -> dict[str, Any]:
-        return {"use_mmap": self.use_mmap}
+        return {"use_mmap": self.use_mmap, "repack": self.repack}
 
     def cell(self, swept: Mapping[str, Any]) -> LlamaCppCell:
         """The values of one cell: each swept setting at the cell's value (its first value
@@ -70,8 +80,9 @@ class LlamaCppCell:
     n_ctx: int
     n_batch: int
     n_ubatch: int
-    flash_attn: bool
+    flash_attn: bool | None  # None: auto, llama.cpp decides (rows say what it chose)
     use_mmap: bool
+    repack: bool
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> LlamaCppCell:
