@@ -1,4 +1,4 @@
-"""A trace -> the timing columns of one trial row, as DESIGN.md defines them.
+"""A trace -> the timing columns of one trial row, as docs/results.md defines them.
 
 Pure arithmetic on timestamps and counts; no engine, no clock.
 """

@@ -1,4 +1,4 @@
-"""Trial metrics from timestamps, exactly as DESIGN.md defines them."""
+"""Trial metrics from timestamps, exactly as docs/results.md defines them."""
 from __future__ import annotations
 
 import pytest

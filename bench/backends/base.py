@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, Self, get_args, runtime_checkable
 
 from bench.schema import StrictModel
 
@@ -74,6 +74,21 @@ class BackendSettings(StrictModel):
     def fixed(self) -> dict[str, Any]:
         """Settings passed to the backend as they are (not swept)."""
         return {}
+
+    def pick(self, swept: Mapping[str, Any]) -> dict[str, Any]:
+        """One cell's values: each swept setting at the cell's value (its first value where
+        the cell does not say), and the fixed settings."""
+        return {**{k: swept.get(k, v[0]) for k, v in self.axes().items()}, **self.fixed()}
+
+    @classmethod
+    def from_cell_values(cls, values: Mapping[str, Any]) -> Self:
+        """The config model from one cell's flat values (its swept settings and the fixed ones,
+        as `Cell.setting` and `Cell.extra` hold them): validated, so a missing value takes the
+        default declared in the model, and nowhere else."""
+        (name,) = get_args(cls.model_fields["name"].annotation)
+        fields = set(cls.model_fields) - {"name"}
+        given = {k: v for k, v in values.items() if k in fields}
+        return cls.model_validate({"name": name, **given})
 
 
 class Session(ABC):

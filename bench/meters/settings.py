@@ -1,7 +1,7 @@
 """Energy settings from the config's `energy:` section (owned by the meters layer).
 
 Every path or command a meter needs comes from here, so tests and containers can point it
-elsewhere (DESIGN.md). docs/energy.md explains each figure's default.
+elsewhere (docs/design.md). docs/energy.md explains each figure's default.
 """
 from __future__ import annotations
 

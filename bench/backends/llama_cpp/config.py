@@ -66,9 +66,7 @@ class LlamaCppSettings(BackendSettings):
     def cell(self, swept: Mapping[str, Any]) -> LlamaCppCell:
         """The values of one cell: each swept setting at the cell's value (its first value
         where the cell does not say)."""
-        axes = self.axes()
-        pick = {k: swept.get(k, values[0]) for k, values in axes.items()}
-        return LlamaCppCell(**pick, **self.fixed())
+        return LlamaCppCell(**self.pick(swept))
 
 
 @dataclass(frozen=True)
@@ -87,8 +85,4 @@ class LlamaCppCell:
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> LlamaCppCell:
         """Validate a cell's flat values (swept + fixed) through the config model."""
-        swept = set(LlamaCppSettings.model_fields) - {"name"}
-        spec = LlamaCppSettings.model_validate(
-            {"name": "llama-cpp", **{k: v for k, v in values.items() if k in swept}}
-        )
-        return spec.cell({})
+        return LlamaCppSettings.from_cell_values(values).cell({})

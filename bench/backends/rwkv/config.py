@@ -75,8 +75,7 @@ class RwkvSettings(BackendSettings):
     def cell(self, swept: Mapping[str, Any]) -> RwkvCell:
         """The values of one cell: each swept setting at the cell's value (its first value
         where the cell does not say)."""
-        pick = {k: swept.get(k, values[0]) for k, values in self.axes().items()}
-        return RwkvCell(**pick, **self.fixed())
+        return RwkvCell(**self.pick(swept))
 
 
 @dataclass(frozen=True)
@@ -91,8 +90,4 @@ class RwkvCell:
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> RwkvCell:
         """Validate a cell's flat values (swept + fixed) through the config model."""
-        fields = set(RwkvSettings.model_fields) - {"name"}
-        spec = RwkvSettings.model_validate(
-            {"name": "rwkv", **{k: v for k, v in values.items() if k in fields}}
-        )
-        return spec.cell({})
+        return RwkvSettings.from_cell_values(values).cell({})

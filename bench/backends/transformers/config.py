@@ -60,8 +60,7 @@ class TransformersSettings(BackendSettings):
     def cell(self, swept: Mapping[str, Any]) -> TransformersCell:
         """The values of one cell: each swept setting at the cell's value (its first value
         where the cell does not say)."""
-        pick = {k: swept.get(k, values[0]) for k, values in self.axes().items()}
-        return TransformersCell(**pick, **self.fixed())
+        return TransformersCell(**self.pick(swept))
 
 
 @dataclass(frozen=True)
@@ -78,9 +77,7 @@ class TransformersCell:
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> TransformersCell:
         """Validate a cell's flat values (swept + fixed) through the config model."""
-        fields = set(TransformersSettings.model_fields) - {"name"}
-        given = {k: v for k, v in values.items() if k in fields}
+        given = dict(values)
         if given.get("attn_implementation") == "default":
             del given["attn_implementation"]  # the axis' name for "not set"
-        spec = TransformersSettings.model_validate({"name": "transformers", **given})
-        return spec.cell({})
+        return TransformersSettings.from_cell_values(given).cell({})
