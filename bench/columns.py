@@ -161,7 +161,7 @@ TRIALS: tuple[Column, ...] = (
        "docs/speed.md)", unit="tokens/s", label="bound t/s"),
     _c("roofline_pct", "float", "decode t/s as a percentage of roofline_tps", unit="%",
        label="% of roofline"),
-    _c("roofline_bytes_per_token", "int", "bytes read per generated token in that bound",
+    _c("roofline_bytes_per_token", "float", "bytes read per generated token in that bound",
        unit="bytes"),
     _c("roofline_memory", "str", 'which memory bounds it: "cpu" (DRAM) or "gpu" (device '
        "memory)"),

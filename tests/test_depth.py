@@ -88,17 +88,24 @@ def test_llama_cpp_fills_the_kv_cache_untimed_and_counts_only_the_prompt(smol_pa
 def test_a_server_gets_the_depth_as_a_prefix_it_cannot_have_cached(smol_path):
     from test_backend_openai import ReplayServer, load, openai_routes
 
+    from bench.backends.openai.backend import ServerCountError
+
     with ReplayServer(openai_routes()) as srv:
         s = load(srv, smol_path)
         p = s.prompt("synthetic-16", 16, None, depth=100)
         for _ in range(3):
-            s.generate(p, 4, False, lambda e: None)
+            # The replayed stream's canned usage (16 prompt, 8 generated tokens) cannot match
+            # a depth-100 request, and bench rightly refuses those counts; what this test
+            # checks is the request each trial sends.
+            with pytest.raises(ServerCountError):
+                s.generate(p, 4, False, lambda e: None)
         sent = [r["body"]["prompt"] for r in srv.posts("/v1/completions")]
     assert len(sent) == 3 and len(set(sent)) == 3
     assert len({x.split("]")[0] for x in sent}) == 3  # a fresh tag starts every trial
     for x in sent:
         n = len(s.tok.tokenize(x))
-        assert 100 + 16 <= n <= 100 + 16 + 12, n  # fill + prompt (+ the tag and a break)
+        # fill + prompt, plus the random tag and a break (a random hex tag is 8 to 16 tokens)
+        assert 100 + 16 <= n <= 100 + 16 + 16, n
 
 
 def test_the_eagle_config_validates_offline_and_names_the_files_it_would_fetch(

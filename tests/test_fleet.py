@@ -173,7 +173,11 @@ def test_one_sweep_across_two_workers_lands_in_one_run_folder(cluster, tmp_path,
     folder = str(only_run(out))
     assert main(["compare", folder, folder]) == 2
     assert "holds results of 2 machines (desk, mac)" in capsys.readouterr().err
-    assert main(["compare", folder, folder, "--machine", "mac", "--metric", "decode_tps"]) == 0
+    # Both "machines" are processes on this one host, so each idle baseline can see the other's
+    # work: compare may rightly call the pair unreliable (exit 3); --warn-only shows it either
+    # way, and what this checks is that one machine's rows compare with themselves.
+    assert main(["compare", folder, folder, "--machine", "mac", "--metric", "decode_tps",
+                 "--warn-only"]) == 0
 
     db = tmp_path / "s.duckdb"
     assert main(["store", "add", folder, "--store", str(db)]) == 0

@@ -33,7 +33,8 @@ def test_a_sweep_of_flash_attn_with_auto_writes_a_boolean_column(tmp_path):
     from bench.results import RunWriter, load_run
 
     w = RunWriter(tmp_path / "r", {"format_version": 1, "run_id": "r", "cells": []})
-    w.add("trials", [{"cell_id": "c1", "flash_attn": False}, {"cell_id": "c2", "flash_attn": None}])
+    w.add("trials", [{"cell_id": "c1", "trial": 0, "flash_attn": False},
+                     {"cell_id": "c2", "trial": 0, "flash_attn": None}])
     w.flush()
     assert [r["flash_attn"] for r in load_run(tmp_path / "r").trials] == [False, None]
 
