@@ -1,12 +1,14 @@
 """What the two in-process torch backends (rwkv, transformers) share: the lazy torch import,
-device synchronization before a timestamp, synthetic prompts and context fills, versions."""
+device synchronization before a timestamp, the timed greedy loop, synthetic prompts and
+context fills, versions."""
 from __future__ import annotations
 
 import importlib.metadata
+import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.backends.base import BackendError
+from bench.backends.base import BackendError, Edge, Trace
 
 
 def import_torch(extra: str) -> Any:
@@ -30,6 +32,50 @@ def synchronizer(torch: Any, device: str) -> Callable[[], None]:
     if kind == "mps":
         return torch.mps.synchronize
     return lambda: None
+
+
+def timed_greedy(
+    prefill: Callable[[], int],
+    step: Callable[[int], int],
+    n_gen: int,
+    is_stop: Callable[[int], bool] | None,
+    sync: Callable[[], None],
+    on_edge: Edge,
+    n_prompt: int,
+) -> Trace:
+    """One trial's timed part for an engine driven from Python: `prefill()` runs the prompt and
+    returns the first generated token (greedy), `step(tok)` feeds one token and returns the
+    next. Each timestamp is taken after `sync()`, so on a GPU it is when the token exists. The
+    engine's state (a fresh RNN state, an empty KV cache, any untimed depth fill) is the
+    caller's, set up before this is called; `is_stop` ends generation at EOS when asked."""
+    perf = time.perf_counter
+    times = [0.0] * n_gen
+    ids = [0] * n_gen
+    on_edge("start")
+    t_start = perf()
+    tok = prefill()
+    sync()
+    times[0] = perf()
+    ids[0] = tok
+    on_edge("first")
+    produced, eos = 1, False
+    for k in range(1, n_gen):
+        if is_stop is not None and is_stop(tok):
+            eos = True
+            break
+        tok = step(tok)
+        sync()
+        times[k] = perf()
+        ids[k] = tok
+        produced = k + 1
+    on_edge("end")
+    return Trace(
+        n_prompt=n_prompt,
+        t_start=t_start,
+        token_times=times[:produced],
+        token_ids=ids[:produced],
+        stopped_at_eos=eos,
+    )
 
 
 def synthetic_tokens(encode: Callable[[str], list[int]], head: list[int], n: int) -> list[int]:

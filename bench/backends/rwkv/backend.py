@@ -12,7 +12,6 @@ import importlib
 import io
 import os
 import sys
-import time
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -33,6 +32,7 @@ from bench.backends.torch_util import (
     import_torch,
     synchronizer,
     synthetic_tokens,
+    timed_greedy,
     torch_software,
     version_of,
 )
@@ -139,44 +139,28 @@ class RwkvSession(Session):
     # -- the measured loop ------------------------------------------------------------------
     def generate(self, prompt: Prompt, n_gen: int, stop_at_eos: bool, on_edge: Edge) -> Trace:
         assert prompt.tokens is not None
-        torch, fwd, sync, perf = self.torch, self.model.forward, self.sync, time.perf_counter
+        torch, fwd, sync = self.torch, self.model.forward, self.sync
         tokens = list(prompt.tokens)
-        times = [0.0] * n_gen
-        ids = [0] * n_gen
+        # A fresh state every trial (None: the package builds zeros); the depth fill runs
+        # through the same state before the clock starts.
+        state: Any = None
+
+        def prefill() -> int:
+            nonlocal state
+            logits, state = fwd(tokens, state)
+            return int(torch.argmax(logits))
+
+        def step(tok: int) -> int:
+            nonlocal state
+            logits, state = fwd([tok], state)
+            return int(torch.argmax(logits))
+
         with torch.no_grad():
-            # A fresh state every trial (None: the package builds zeros); the depth fill runs
-            # through the same state before the clock starts.
-            state = None
             if prompt.fill:
                 _, state = fwd(list(prompt.fill), None)
                 sync()
-            on_edge("start")
-            t_start = perf()
-            logits, state = fwd(tokens, state)
-            tok = int(torch.argmax(logits))
-            sync()
-            times[0] = perf()
-            ids[0] = tok
-            on_edge("first")
-            produced, eos = 1, False
-            for k in range(1, n_gen):
-                if stop_at_eos and tok == EOS:
-                    eos = True
-                    break
-                logits, state = fwd([tok], state)
-                tok = int(torch.argmax(logits))
-                sync()
-                times[k] = perf()
-                ids[k] = tok
-                produced = k + 1
-            on_edge("end")
-        return Trace(
-            n_prompt=len(tokens),
-            t_start=t_start,
-            token_times=times[:produced],
-            token_ids=ids[:produced],
-            stopped_at_eos=eos,
-        )
+            return timed_greedy(prefill, step, n_gen, (lambda t: t == EOS) if stop_at_eos
+                                else None, sync, on_edge, len(tokens))
 
     def logits(self, tokens: list[int], one_at_a_time: bool) -> Any:
         """Logits after each token, from one sequence forward or token by token (tests)."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from bench.backends.torch_util import (
     import_torch,
     synchronizer,
     synthetic_tokens,
+    timed_greedy,
     torch_software,
     version_of,
 )
@@ -93,7 +93,7 @@ class TransformersSession(Session):
         from transformers import DynamicCache
 
         assert prompt.tokens is not None
-        torch, model, sync, perf = self.torch, self.model, self.sync, time.perf_counter
+        torch, model, sync = self.torch, self.model, self.sync
         ck = self.cache_kw
         n_prompt = len(prompt.tokens)
         need = n_prompt + n_gen + prompt.depth
@@ -103,43 +103,28 @@ class TransformersSession(Session):
                 f"{need} positions; the model has {self.n_ctx} (max_position_embeddings)"
             )
         ids = torch.tensor([prompt.tokens], device=self.device)
-        times = [0.0] * n_gen
-        out_ids = [0] * n_gen
+        cache = DynamicCache()  # empty every trial
+        nxt: Any = None
+
+        def prefill() -> int:
+            nonlocal nxt
+            out = model(input_ids=ids, **{ck: cache}, use_cache=True, logits_to_keep=1)
+            nxt = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
+            return int(nxt)
+
+        def step(tok: int) -> int:
+            nonlocal nxt
+            out = model(input_ids=nxt, **{ck: cache}, use_cache=True)
+            nxt = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
+            return int(nxt)
+
         with torch.inference_mode():
-            cache = DynamicCache()  # empty every trial
             if prompt.fill:
                 fill = torch.tensor([prompt.fill], device=self.device)
                 model(input_ids=fill, **{ck: cache}, use_cache=True, logits_to_keep=1)
                 sync()
-            on_edge("start")
-            t_start = perf()
-            out = model(input_ids=ids, **{ck: cache}, use_cache=True, logits_to_keep=1)
-            nxt = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
-            tok = int(nxt)
-            sync()
-            times[0] = perf()
-            out_ids[0] = tok
-            on_edge("first")
-            produced, eos = 1, False
-            for k in range(1, n_gen):
-                if stop_at_eos and tok in self.eos:
-                    eos = True
-                    break
-                out = model(input_ids=nxt, **{ck: cache}, use_cache=True)
-                nxt = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
-                tok = int(nxt)
-                sync()
-                times[k] = perf()
-                out_ids[k] = tok
-                produced = k + 1
-            on_edge("end")
-        return Trace(
-            n_prompt=n_prompt,
-            t_start=t_start,
-            token_times=times[:produced],
-            token_ids=out_ids[:produced],
-            stopped_at_eos=eos,
-        )
+            return timed_greedy(prefill, step, n_gen, (lambda t: t in self.eos) if stop_at_eos
+                                else None, sync, on_edge, n_prompt)
 
     def logits(self, tokens: list[int], one_at_a_time: bool) -> Any:
         """Logits after each token, from one forward or token by token with the cache (tests)."""
