@@ -359,12 +359,14 @@ def test_json_nested_deeper_than_the_parser_goes_is_one_sentence():
 def _json_values(keys: list[str]) -> st.SearchStrategy[Any]:
     leaf = st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats() \
         | st.text(max_size=8)
-    return st.recursive(
-        leaf,
-        lambda inner: st.lists(inner, max_size=3)
-        | st.dictionaries(st.sampled_from(keys) | st.text(max_size=4), inner, max_size=4),
-        max_leaves=12,
-    )
+    # A named function, not a lambda: when a draw exceeds max_leaves, hypothesis writes the
+    # strategy's repr, and for a lambda that means parsing this file's source with ast at the
+    # bottom of a deep stack, which CPython 3.11.7 can fail with a SystemError (seen in CI).
+    def extend(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+        return st.lists(inner, max_size=3) | st.dictionaries(
+            st.sampled_from(keys) | st.text(max_size=4), inner, max_size=4)
+
+    return st.recursive(leaf, extend, max_leaves=12)
 
 
 OPENAI_KEYS = ["choices", "text", "delta", "content", "reasoning_content", "finish_reason",
