@@ -83,6 +83,15 @@ _HI: dict[str, Any] = {"direction": "higher"}
 _LO: dict[str, Any] = {"direction": "lower"}
 
 # Cell parameters: every trial carries them, and cell labels are built from them in this order.
+# Every table says which machine measured each row, so a table read alone (DuckDB over the
+# parquet files, a fleet run's rows) never mixes machines. Local runs take them from the manifest
+# (bench.results.RunWriter stamps them); a fleet run from the worker that measured the row.
+_MACHINE: tuple[Column, ...] = (
+    _c("machine", "str", "the machine's name: the fleet worker's name, else the hostname"),
+    _c("machine_id", "str", "16 hex: fingerprint of the hardware that decides performance (CPU "
+       "model and cores, RAM in GiB, OS, architecture, GPUs); runs compare only when it matches"),
+)
+
 PARAM_COLUMNS: tuple[Column, ...] = (
     _c("model", "str", "model id from the config"),
     _c("quant", "str", 'quantization label ("" if none)'),
@@ -106,6 +115,7 @@ PARAMS: tuple[str, ...] = tuple(c.name for c in PARAM_COLUMNS)
 
 TRIALS: tuple[Column, ...] = (
     _c("run_id", "str", "the run's id"),
+    *_MACHINE,
     _c("cell_id", "str", "`c001`… in run order"),
     _c("cell_key", "str", "16 hex: hash of everything that makes two cells comparable (model "
        "identity = sha256 when known, else id+quant; backend; engine settings; workload); "
@@ -218,6 +228,7 @@ TRIALS: tuple[Column, ...] = (
 
 ENERGY: tuple[Column, ...] = (
     _c("run_id", "str", "the run's id"),
+    *_MACHINE,
     _c("cell_id", "str", "the cell"),
     _c("trial", "int", "the trial"),
     _c("warmup", "bool", "a warm-up trial's row"),
@@ -236,6 +247,7 @@ ENERGY: tuple[Column, ...] = (
 
 POWER: tuple[Column, ...] = (
     _c("run_id", "str", "the run's id"),
+    *_MACHINE,
     _c("cell_id", "str", "the cell"),
     _c("trial", "int", "the trial"),
     _c("domain", "str", "energy domain"),
@@ -245,6 +257,7 @@ POWER: tuple[Column, ...] = (
 
 TOKENS: tuple[Column, ...] = (
     _c("run_id", "str", "the run's id"),
+    *_MACHINE,
     _c("cell_id", "str", "the cell"),
     _c("trial", "int", "the trial"),
     _c("i", "int", "0-based token index"),
@@ -254,6 +267,7 @@ TOKENS: tuple[Column, ...] = (
 
 QUALITY: tuple[Column, ...] = (
     _c("run_id", "str", "the run's id"),
+    *_MACHINE,
     _c("model", "str", "model id"),
     _c("quant", "str", "quantization label"),
     _c("reference", "str", "the reference's quant label, or null"),

@@ -200,6 +200,28 @@ def remote_group(job: Any, machine: str, queue_name: str) -> str:
     return machine
 
 
+def remote_quality(config: Any, cells: list[Any], run_id: str, machine: str,
+                   queue_name: str) -> str:
+    """A Dask task: the quality phase (bits per byte, KL) on this worker's machine after its
+    cells, in a child process as a local run does; rows streamed to the driver."""
+    from distributed import Queue
+
+    from bench.quality_phase import run_quality
+    from bench.run.launcher import Child
+
+    queue = Queue(queue_name)
+
+    def send(*event: Any) -> None:
+        queue.put([machine, list(event)])
+
+    child = Child(run_quality, (config, cells, run_id))
+    child.pump(lambda event: send(*as_tuple(event)), lambda: None)
+    if child.crash or child.proc.exitcode not in (0, None):
+        send("message", "quality measurement failed: "
+             + (child.crash or _exit_text(child.proc.exitcode)))
+    return machine
+
+
 def serve_worker(scheduler: str, name: str | None = None) -> int:
     """`bench worker`: serve this machine to a scheduler until stopped (Ctrl-C)."""
     try:
@@ -439,8 +461,8 @@ class FleetRun:
             for machine, event in items:
                 handle(machine, event)
 
-        missed: set[str] = set()
-        try:
+        def wait(futures: dict[Any, tuple[str, list[str]]]) -> None:
+            missed: set[str] = set()
             while futures:
                 drain()
                 seen = workers_by_machine(client)
@@ -455,6 +477,8 @@ class FleetRun:
                         drain()  # a task's events are all queued before it returns
                         if fut.status == "error":
                             why = f"the worker for {m} failed the group: {fut.exception()}"
+                            if not ids:
+                                self.say(f"{m}: quality measurement failed: {fut.exception()}")
                             for cid in ids:
                                 if entries[cid]["status"] == "pending":
                                     self._fail(cid, m, why, outcome)
@@ -463,9 +487,27 @@ class FleetRun:
                         self._lose(m, machines[m], futures, entries, in_flight, outcome)
                 time.sleep(POLL_S)
             drain()
+
+        quality: dict[Any, tuple[str, list[str]]] = {}
+        try:
+            wait(futures)
+            # Quality after the sweep, as a local run does: on each machine still serving, so
+            # each machine's part of the run is what a local run of it holds.
+            if self.config.quality.texts != "none":
+                measured = {r.get("machine") for r in writer.rows["quality"]}
+                quality.update({
+                    client.submit(remote_quality, self.config, self.cells, self.run_id, m,
+                                  queue_name, resources={resource_of(m): 1}, pure=False,
+                                  retries=0, key=f"bench-{self.run_id}-{m}-quality"): (m, [])
+                    for m in machines if m not in outcome.lost and m not in measured
+                })
+                if quality:
+                    self.say("fleet: measuring model quality (bits per byte, KL) on "
+                             + ", ".join(m for m, _ in quality.values()))
+                wait(quality)
         except KeyboardInterrupt:
             outcome.interrupted = True
-            for fut in futures:
+            for fut in [*futures, *quality]:
                 fut.cancel()
         finally:
             manifest["finished_utc"] = _utc()
@@ -535,8 +577,9 @@ class FleetRun:
         if kind == "rows":
             table, rows = args
             # Every row says which machine measured it; cell ids are per machine.
-            w.add(table, [{**r, "cell_id": fleet_cell_id(str(r.get("cell_id")), m), "machine": m,
-                           "machine_id": mid} for r in rows])
+            w.add(table, [{**r, **({"cell_id": fleet_cell_id(str(r["cell_id"]), m)}
+                                   if "cell_id" in r else {}),
+                           "machine": m, "machine_id": mid} for r in rows])
         elif kind == "model":
             entry = manifest["models"].setdefault(args[0], {})
             for k, v in args[1].items():

@@ -175,12 +175,25 @@ class RunWriter:
         """Continue writing into an existing run folder with the rows that are kept: they are
         compacted at once, so the folder holds exactly them and the new manifest."""
         self = cls(folder, manifest, create=False, schemas=schemas)
-        self.rows = {name: [redact(r) for r in rows.get(name, [])] for name in TABLES}
+        stamp = self.machine_stamp()
+        self.rows = {name: [redact({**stamp, **r}) for r in rows.get(name, [])]
+                     for name in TABLES}
         self.flush()
         return self
 
+    def machine_stamp(self) -> dict[str, Any]:
+        """The `machine` and `machine_id` every row of a one-machine run carries, from the
+        manifest; empty for a fleet driver's manifest (its rows say which worker measured them)."""
+        m = self.manifest.get("machine") or {}
+        if not isinstance(m, dict) or not m.get("id"):
+            return {}
+        return {"machine": m.get("name") or m.get("hostname"), "machine_id": m["id"]}
+
     def add(self, table: str, rows: list[dict[str, Any]]) -> None:
-        self.rows[table].extend(redact(r) for r in rows)
+        """Rows of `table`, each through bench.redact and stamped with the machine (a row that
+        names its own machine keeps it)."""
+        stamp = self.machine_stamp()
+        self.rows[table].extend(redact({**stamp, **r}) for r in rows)
 
     def journal(self, entry: dict[str, Any]) -> None:
         """Record a manifest change (written with the next checkpoint, applied now in memory)."""

@@ -164,10 +164,10 @@ def run_llama_bench(
 
 def run_bench(
     model: Path, threads: int, fa: str, n_prompt: int, n_gen: int, reps: int, repack: bool,
-    out: Path,
+    out: Path, meters: str = "auto",
 ) -> dict[str, Any]:
-    """One `bench run` cell as a user gets it (child process, meters on): the median over its
-    measured trials of decode and prefill t/s."""
+    """One `bench run` cell as a user gets it (child process, meters on unless `meters` is
+    "none"): the median over its measured trials of decode and prefill t/s."""
     from bench.config import loads_config
     from bench.runner import Runner
     from bench.sweep import expand
@@ -179,7 +179,7 @@ def run_bench(
         f"    flash_attn: {fa_value}\n    n_ctx: {n_prompt + n_gen}\n"
         f"    repack: {'true' if repack else 'false'}\n"
         f"workload: {{prompt_tokens: {n_prompt}, gen_tokens: {n_gen}}}\n"
-        f"trials: {{warmup: 1, repeat: {reps}}}\nenergy: {{meters: auto, idle_s: 0}}\n"
+        f"trials: {{warmup: 1, repeat: {reps}}}\nenergy: {{meters: {meters}, idle_s: 0}}\n"
     )
     loaded = loads_config(text)
     outcome = Runner(loaded, expand(loaded.config), out).run()
@@ -203,7 +203,7 @@ def one_pair(
     repack = not a.no_repack
 
     def ours() -> dict[str, Any]:
-        return run_bench(model, t, fa, a.prompt, a.gen, a.reps, repack, tmp)
+        return run_bench(model, t, fa, a.prompt, a.gen, a.reps, repack, tmp, a.meters)
 
     def theirs() -> dict[str, float]:
         return run_llama_bench(exe, env, model, t, fa, a.prompt, a.gen, a.reps, repack)
@@ -242,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
                     "for a CPU that advertises AMX but traps on it")
     ap.add_argument("--cmake-arg", action="append", default=[],
                     help="extra cmake -D option for the build (repeatable)")
+    ap.add_argument("--meters", choices=["auto", "none"], default="auto",
+                    help="bench's energy meters (default auto, as a user runs it; none shows "
+                    "what the meters cost)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--build-only", action="store_true")
     ap.add_argument("--json", type=Path, help="also write every pair here")

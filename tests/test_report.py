@@ -186,8 +186,10 @@ def two_machines(tmp_path_factory) -> tuple[Made, Path, Path]:
     """Two runs from two machines, given as one folder of runs, to the default out folder."""
     root = tmp_path_factory.mktemp("two")
     a = make_run(root / "runs", "20260102T030405Z-synthetic-aaaaaaaa")
+    # Machine B decodes the 1-thread cell twice as fast and the others the same.
+    faster = [(m, q, t, [2 * x for x in d] if t == 1 else d) for m, q, t, d in CELLS]
     b = make_run(root / "runs", "20260103T030405Z-synthetic-bbbbbbbb", machine=MACHINE_B,
-                 method="counter", failed=False)
+                 method="counter", failed=False, cells=faster)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         made = _report([root / "runs"], None)
@@ -299,6 +301,41 @@ def test_two_runs_from_two_machines_are_told_apart(two_machines):
     assert f"R2: {b.name} (Intel Core i7-1185G7 on laptop-b)" in drawn
     assert f"R1 {HOSTILE} t=1" in drawn and f"R2 {HOSTILE} t=1" in drawn  # run tag first
     assert "combined-2" in made.stdout
+
+
+def _md_table(md: str, title: str) -> list[list[str]]:
+    lines = md.split(f"### {title}\n", 1)[1].strip().splitlines()
+    return [[c.strip() for c in ln.strip("|").split("|")] for ln in lines
+            if ln.startswith("|")][2:]
+
+
+def test_the_same_cells_on_two_machines_are_shown_side_by_side_and_never_judged(two_machines):
+    made, a, b = two_machines
+    md = (made.out / "report.md").read_text()
+    page = (made.out / "report.html").read_text()
+    assert "## Machines side by side" in md and 'id="machines"' in page
+    head = md.split("### Machines side by side\n", 1)[1].strip().splitlines()[0]
+    assert [c.strip() for c in head.strip("|").split("|")] == [
+        "cell", "metric", "box-a", "laptop-b", "ahead"]
+    rows = _md_table(md, "Machines side by side")
+    decode = {}
+    cell = ""
+    for r in rows:
+        cell = r[0] or cell
+        if r[1].startswith("decode"):
+            decode[cell] = r
+    # Four cells ran on both machines (the failed one only on A, so it is not matched).
+    assert len(decode) == 4
+    one = next(r for c, r in decode.items() if "t=1" in c)
+    assert one[2].startswith("20.0 ±") and one[3].startswith("40.0 ±") and one[4] == "laptop-b"
+    assert all(r[4] == "tied" for c, r in decode.items() if "t=1" not in c)
+    # A's joules are estimated, B's metered: never a winner between the two.
+    energy = [r for r in rows if r[1].startswith("J/token")]
+    assert len(energy) == 4 and all(r[4] == "not comparable: counter vs estimate" for r in energy)
+    # Machines are compared side by side, never as a regression of one against the other.
+    assert "## Comparison" not in md
+    assert "Machines side by side: 4 cells measured on 2 machines; decode clearly faster: " \
+        "laptop-b on 1; tied on 3." in md
 
 
 def test_one_run_goes_to_reports_run_id_by_default_and_several_to_combined(synthetic):

@@ -66,6 +66,11 @@ def test_a_run_writes_the_tidy_tables_and_manifest(tmp_path, capsys):
     energy = pq.read_table(folder / "energy.parquet").to_pylist()
     assert {e["phase"] for e in energy} == {"prefill", "decode"}
     assert all(e["method"] == "estimate" for e in energy)
+    # Every table, read alone from its file, says which machine measured each row.
+    here = (m["machine"]["hostname"], m["machine"]["id"])
+    for name in ("trials", "energy", "power", "tokens"):
+        table = pq.read_table(folder / f"{name}.parquet").to_pylist()
+        assert table and {(r["machine"], r["machine_id"]) for r in table} == {here}, name
 
 
 def test_a_missing_model_fails_its_cells_and_the_sweep_goes_on(tmp_path, capsys):

@@ -174,6 +174,21 @@ def test_resume_with_a_config_that_no_longer_describes_the_run_refuses(tmp_path)
     assert load_run(first.folder).trials == before  # not one measured row dropped
 
 
+def test_resume_on_another_machine_refuses_and_keeps_every_row(tmp_path, monkeypatch):
+    from bench.run import runner
+
+    loaded = config(tmp_path)
+    plan(monkeypatch, g4={"do": "abort", "after": 1})
+    first = run(tmp_path, loaded)
+    monkeypatch.delenv("BENCH_FAKE_PLAN")
+    before = load_run(first.folder).trials
+    other = {**runner.machine_facts(), "hostname": "elsewhere", "id": "0123456789abcdef"}
+    monkeypatch.setattr(runner, "machine_facts", lambda: other)
+    with pytest.raises(ResultsError, match="measured on .* not on this machine"):
+        run(tmp_path, loaded, resume=first.folder)
+    assert load_run(first.folder).trials == before  # two machines never share a cell key
+
+
 def test_resume_through_the_cli_says_what_differs_and_exits_2(tmp_path, capsys):
     from bench.cli import main
 

@@ -85,6 +85,7 @@ class Report:
             return EXIT_USAGE
         from bench.report.comparison import comparison_summary, comparison_table, comparisons
         from bench.report.html import render_html
+        from bench.report.machines import machines_section, machines_summary
         from bench.report.markdown import render_markdown
         from bench.report.tables import (
             Document,
@@ -107,9 +108,10 @@ class Report:
             headline = next((p for p in figures if p.kind == "headline"), None)
             title, generated = _title(data), _generated()
             rcs = comparisons(data)
-            summary = comparison_summary(rcs) + summary_lines(data)
+            summary = comparison_summary(rcs) + summary_lines(data) + machines_summary(data)
             cells, runs_t, details = cell_table(data), runs_table(data), detail_tables(data)
-            sections = extra_sections(data)
+            side = machines_section(data)
+            sections = ([side] if side else []) + extra_sections(data)
             doc = Document(data, [p for p in figures if p is not headline], summary, cells,
                            runs_t, details, title, generated, sections,
                            [comparison_table(rc) for rc in rcs], headline)

@@ -34,15 +34,20 @@ class RunComparison:
 
 
 def comparisons(data: ReportData, gate: Gate | None = None) -> list[RunComparison]:
-    """R1 against each later run that shares at least one cell with it; [] for one run."""
+    """Each run against the first run of its own machine, when they share at least one cell;
+    [] for one run. Runs of different machines are shown side by side instead
+    (bench.report.machines): their differences measure the machines, not a change."""
     if not data.multi_run:
         return []
-    base = data.runs[0]
+    first: dict[str, RunInfo] = {}
     out = []
-    for cand in data.runs[1:]:
-        result = compare_runs([base.run], cand.run, gate or Gate())
+    for run in data.runs:
+        base = first.setdefault(run.machine_id, run)
+        if base is run:
+            continue
+        result = compare_runs([base.run], run.run, gate or Gate())
         if result.matched_cells:
-            out.append(RunComparison(base, cand, result))
+            out.append(RunComparison(base, run, result))
     return out
 
 

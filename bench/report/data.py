@@ -79,6 +79,12 @@ class RunInfo:
         return str(self.machine.get("id") or "?")
 
     @property
+    def machine_name(self) -> str:
+        """The fleet worker's name, else the hostname, else the fingerprint."""
+        m = self.machine
+        return str(m.get("name") or m.get("hostname") or self.machine_id[:8])
+
+    @property
     def machine_label(self) -> str:
         """"AMD EPYC 7B13 on bench-ci-1": what a reader recognises a machine by."""
         m = self.machine
@@ -377,8 +383,24 @@ def mark_pareto(cells: Sequence[CellSummary]) -> list[CellSummary]:
     return front
 
 
+def split_machines(runs: Sequence[Run]) -> list[RunInfo]:
+    """The report's runs, tagged R1, R2, ...; a fleet run holding several machines becomes one
+    run per machine ("R1@desk", "R1@mac"), each as a local run of that machine reads, so every
+    table, plot and the machines section tells the machines apart."""
+    from bench.fleet import machine_names, machine_view
+
+    out = []
+    for i, r in enumerate(runs):
+        listed = r.manifest.get("machines")
+        if isinstance(listed, dict) and listed:
+            out += [RunInfo(f"R{i + 1}@{m}", machine_view(r, m)) for m in machine_names(r)]
+        else:
+            out.append(RunInfo(f"R{i + 1}", r))
+    return out
+
+
 def summarise(runs: Sequence[Run]) -> ReportData:
-    infos = [RunInfo(f"R{i + 1}", r) for i, r in enumerate(runs)]
+    infos = split_machines(runs)
     cells = [c for info in infos for c in run_cells(info)]
     mark_pareto(cells)
     return ReportData(infos, cells)

@@ -111,6 +111,14 @@ def lock_for_resume(folder: Path, manifest: dict[str, Any]) -> FolderLock:
         old = load_run(folder)
         for table in ("energy", "power", "tokens"):
             old.table(table)  # a damaged side table stops the resume here, before any work
+        old_m, new_m = old.manifest.get("machine") or {}, manifest.get("machine") or {}
+        if old_m.get("id") and new_m.get("id") and old_m["id"] != new_m["id"]:
+            # Finishing a run elsewhere would put two machines' trials under one cell key.
+            raise ResultsError(
+                f"--resume {folder}: this run was measured on {old_m.get('hostname') or '?'} "
+                f"(machine id {old_m['id']}), not on this machine ({new_m['id']}); resume it "
+                "there, or start a new run here without --resume"
+            )
         diffs = _differences(old.manifest, manifest)
         if diffs:
             raise ResultsError(

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -133,11 +134,17 @@ class Runner:
             for c in self.cells
         ]
 
+    @cached_property
+    def machine(self) -> dict[str, Any]:
+        """This machine's facts, read once: the manifest's and the resume check's."""
+        return machine_facts()
+
     def open(self) -> None:
         """Check the run can write its folder before anything is measured: resuming locks the
         folder and refuses a config that no longer describes it; ResultsError says why."""
         if self.resume is not None and self._lock is None:
             self._lock = run_folder.lock_for_resume(self.resume, {
+                "machine": self.machine,
                 "config_hash": self.loaded.hash,
                 "config": self.config.model_dump(mode="json"),
                 "cells": self._cells_manifest(),
@@ -159,7 +166,7 @@ class Runner:
             "config_path": str(self.loaded.path) if self.loaded.path else None,
             "config": self.config.model_dump(mode="json"),
             "config_hash": self.loaded.hash,
-            "machine": machine_facts(),
+            "machine": self.machine,
             "software": software,
             "models": {},
             "meters": [s.__dict__ for s in statuses],
