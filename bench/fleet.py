@@ -640,8 +640,10 @@ def machine_view(run: Run, machine: str) -> Run:
     suffix = f"@{machine}"
 
     def local(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [{**r, "cell_id": str(r["cell_id"]).removesuffix(suffix)} for r in rows
-                if r.get("machine") == machine]
+        # Quality rows belong to a model, not a cell: they have no cell id to map back.
+        return [{**r, **({"cell_id": str(r["cell_id"]).removesuffix(suffix)}
+                         if "cell_id" in r else {})}
+                for r in rows if r.get("machine") == machine]
 
     manifest = {
         **run.manifest,

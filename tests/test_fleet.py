@@ -104,11 +104,12 @@ def cluster(tmp_path) -> Iterator[Cluster]:
         c.stop()
 
 
-def sweep_config(tmp_path: Path, prompts: str, trials: str = "{warmup: 0, repeat: 2}") -> Path:
+def sweep_config(tmp_path: Path, prompts: str, trials: str = "{warmup: 0, repeat: 2}",
+                 extra: str = "") -> Path:
     body = smol_config(
         "fleet", n_ctx="256", workload=f"{{prompt_tokens: {prompts}, gen_tokens: 4}}",
         trials=trials, energy="{meters: [estimate], idle_s: 0.2}",
-    ) + "execution: {cell_timeout_s: 120}\nmachines: [desk, mac]\n"
+    ) + "execution: {cell_timeout_s: 120}\nmachines: [desk, mac]\n" + extra
     p = tmp_path / "fleet.yaml"
     p.write_text(body)
     return p
@@ -142,7 +143,7 @@ def test_a_machine_without_a_worker_is_named_with_the_command_to_start_it(tmp_pa
 
 @pytest.mark.slow
 def test_one_sweep_across_two_workers_lands_in_one_run_folder(cluster, tmp_path, capsys):
-    cfg = sweep_config(tmp_path, "[8, 16]")
+    cfg = sweep_config(tmp_path, "[8, 16]", extra="quality: {texts: heldout, window: 64}\n")
     out = tmp_path / "results"
     t0 = time.monotonic()
     assert main(["run", str(cfg), "--cluster", cluster.address, "--out", str(out)]) == 0
@@ -162,6 +163,10 @@ def test_one_sweep_across_two_workers_lands_in_one_run_folder(cluster, tmp_path,
         rows = run.trials if table == "trials" else run.table(table)
         assert rows and all(r["machine"] in ("desk", "mac") and r["machine_id"] for r in rows)
         assert all(str(r["cell_id"]).endswith("@" + r["machine"]) for r in rows)
+    # The quality phase ran after the sweep on each machine, as a local run does.
+    quality = run.table("quality")
+    assert {r["machine"] for r in quality} == {"desk", "mac"}
+    assert all(r["bits_per_byte"] > 0 and "cell_id" not in r for r in quality)
     # The same cell on both machines: one cell key, never one pool.
     keys = {(r["machine"], r["cell_key"]) for r in run.trials}
     assert len(keys) == 4 and len({k for _, k in keys}) == 2
@@ -178,6 +183,15 @@ def test_one_sweep_across_two_workers_lands_in_one_run_folder(cluster, tmp_path,
     # way, and what this checks is that one machine's rows compare with themselves.
     assert main(["compare", folder, folder, "--machine", "mac", "--metric", "decode_tps",
                  "--warn-only"]) == 0
+
+    # The report shows the machines side by side: each cell once, one column per machine.
+    assert main(["report", folder, "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    side = md.split("### Machines side by side\n", 1)[1].strip().splitlines()
+    assert [c.strip() for c in side[0].strip("|").split("|")] == [
+        "cell", "metric", "desk", "mac", "ahead"]
+    assert sum(1 for ln in side if "| decode t/s" in ln) == 2  # two cells, each on both
+    assert "## Comparison" not in md  # machines are never judged against each other
 
     db = tmp_path / "s.duckdb"
     assert main(["store", "add", folder, "--store", str(db)]) == 0

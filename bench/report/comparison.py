@@ -42,7 +42,7 @@ def comparisons(data: ReportData, gate: Gate | None = None) -> list[RunCompariso
     first: dict[str, RunInfo] = {}
     out = []
     for run in data.runs:
-        base = first.setdefault(run.machine_id, run)
+        base = first.setdefault(run.machine_key, run)
         if base is run:
             continue
         result = compare_runs([base.run], run.run, gate or Gate())

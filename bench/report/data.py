@@ -79,6 +79,14 @@ class RunInfo:
         return str(self.machine.get("id") or "?")
 
     @property
+    def machine_key(self) -> str:
+        """What tells machines apart in a report: the fingerprint, and for a fleet worker its
+        name too (two identical boxes in a fleet are two machines; a local run's hostname is
+        not part of it, since CI runners get a new one every time)."""
+        name = self.machine.get("name")
+        return f"{self.machine_id}/{name}" if name else self.machine_id
+
+    @property
     def machine_name(self) -> str:
         """The fleet worker's name, else the hostname, else the fingerprint."""
         m = self.machine
@@ -193,7 +201,7 @@ class ReportData:
     def machines(self) -> dict[str, list[RunInfo]]:
         out: dict[str, list[RunInfo]] = {}
         for r in self.runs:
-            out.setdefault(r.machine_id, []).append(r)
+            out.setdefault(r.machine_key, []).append(r)
         return out
 
     @property

@@ -58,7 +58,7 @@ def machine_cells(data: ReportData) -> list[MachineCell]:
             continue
         params = {k: v for k, v in c.params.items() if k not in _NOT_CELL}
         entry = by_key.setdefault(c.cell_key, MachineCell(c.cell_key, c.cell_id, params))
-        entry.on[c.run.machine_id] = c  # later runs of one machine replace earlier ones
+        entry.on[c.run.machine_key] = c  # later runs of one machine replace earlier ones
     found = [m for m in by_key.values() if len(m.on) >= 2]
     vary = _varying([m.params for m in found])
     for m in found:
