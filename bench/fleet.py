@@ -382,6 +382,9 @@ class FleetRun:
         rows = {t: [r for r in (old.trials if t == "trials" else old.table(t))
                     if r.get("cell_id") in keep]
                 for t in ("trials", "energy", "power", "tokens")}
+        # Quality rows belong to a machine's models, not its cells: all are kept, and only the
+        # machines without any measure it again.
+        rows["quality"] = list(old.table("quality"))
         for key in ("models", "loads", "started_utc", "resumed"):
             if old.manifest.get(key):
                 manifest[key] = old.manifest[key]

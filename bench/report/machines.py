@@ -91,7 +91,8 @@ def machines_table(data: ReportData) -> Table | None:
     order = list(names)
     metrics = [m for m in METRICS if any(m.name in c.stats for mc in found for c in mc.on.values())]
     cols = ["cell", "metric", *(names[mid] for mid in order), "ahead"]
-    rows, flagged = [], set()
+    rows: list[list[str]] = []
+    flagged: set[int] = set()
     for mc in found:
         for j, metric in enumerate(metrics):
             values = []
