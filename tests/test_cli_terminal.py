@@ -73,6 +73,19 @@ def test_columns_shared_by_every_row_move_above_the_table_when_space_is_short():
     assert all(cell_len(line) <= 80 for line in lines)
 
 
+def test_the_end_table_shows_percent_of_roofline_only_where_a_cell_has_a_bound():
+    def row(stats):
+        return CellSummary("c001", "m", "Q4_0", "llama-cpp", "t=2", "pp64 tg16", "ok", 3,
+                           stats=stats)
+
+    base = {"decode_tps": Stat(80.0, 2.0, 3)}
+    lines = render_table([row({**base, "roofline_pct": Stat(35.4, 1.0, 3)})], 200)
+    header = next(line for line in lines if "decode t/s" in line)
+    assert "% roofline" in header and lines[-1].split()[-1] == "35"
+    lines = render_table([row(base)], 200)
+    assert "roofline" not in " ".join(lines)
+
+
 def _cells(tmp_path, prompt: list[str], repetitions: int = 2):
     model = tmp_path / "tiny.Q4_0.gguf"
     model.write_bytes(b"GGUF" + b"\0" * 64)

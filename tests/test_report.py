@@ -58,6 +58,7 @@ WARMUP_DECODE_TPS = 5000.0  # far off every measured trial: it must never reach 
 def make_run(
     root: Path, run_id: str, machine: dict[str, Any] = MACHINE_A, method: str = "estimate",
     cells: list[tuple[str, str, int, list[float]]] = CELLS, failed: bool = True,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
     """A run folder written the way the runner writes one: manifest, trials, power, tokens."""
     folder = root / run_id
@@ -109,6 +110,7 @@ def make_run(
                 "n_gen": 16, "ttft_s": ttft, "prefill_s": ttft, "prefill_tps": prefill_tps,
                 "decode_s": decode_s, "decode_tps": tps, "e2e_s": ttft + decode_s,
                 "energy_j": jpt * 15 + 1.0, "j_per_token": jpt, "energy_method": method,
+                **(extra or {}),
             }])
             writer.add("tokens", [{"run_id": run_id, "cell_id": cid, "trial": trial, "i": i,
                                    "t_s": ttft + i * decode_s / 15, "token_id": 7}
@@ -303,10 +305,16 @@ def test_two_runs_from_two_machines_are_told_apart(two_machines):
     assert "combined-2" in made.stdout
 
 
-def _md_table(md: str, title: str) -> list[list[str]]:
-    lines = md.split(f"### {title}\n", 1)[1].strip().splitlines()
-    return [[c.strip() for c in ln.strip("|").split("|")] for ln in lines
-            if ln.startswith("|")][2:]
+def _md_table(md: str, heading: str) -> tuple[list[str], list[list[str]]]:
+    """The header and rows of the first Markdown table after the line `heading`."""
+    lines = md.split(f"{heading}\n", 1)[1].strip().splitlines()
+    table = []
+    for ln in lines:
+        if ln.startswith("|"):
+            table.append([c.strip() for c in ln.strip("|").split("|")])
+        elif table:
+            break
+    return table[0], table[2:]
 
 
 def test_the_same_cells_on_two_machines_are_shown_side_by_side_and_never_judged(two_machines):
@@ -314,10 +322,8 @@ def test_the_same_cells_on_two_machines_are_shown_side_by_side_and_never_judged(
     md = (made.out / "report.md").read_text()
     page = (made.out / "report.html").read_text()
     assert "## Machines side by side" in md and 'id="machines"' in page
-    head = md.split("### Machines side by side\n", 1)[1].strip().splitlines()[0]
-    assert [c.strip() for c in head.strip("|").split("|")] == [
-        "cell", "metric", "box-a", "laptop-b", "ahead"]
-    rows = _md_table(md, "Machines side by side")
+    head, rows = _md_table(md, "### Machines side by side")
+    assert head == ["cell", "metric", "box-a", "laptop-b", "ahead"]
     decode = {}
     cell = ""
     for r in rows:
@@ -336,6 +342,26 @@ def test_the_same_cells_on_two_machines_are_shown_side_by_side_and_never_judged(
     assert "## Comparison" not in md
     assert "Machines side by side: 4 cells measured on 2 machines; decode clearly faster: " \
         "laptop-b on 1; tied on 3." in md
+
+
+def test_the_per_cell_table_says_how_near_the_roofline_and_energy_floor_each_cell_ran(
+        tmp_path):
+    plain, _ = _md_table((_report([make_run(tmp_path / "a", "r-plain", failed=False)],
+                                  tmp_path / "ra").out / "report.md").read_text(),
+                         "## Per-cell results")
+    limits = {"roofline_pct": 35.4, "j_floor_ratio": 2.5,
+              "roofline_note": "the weights (80 MiB) fit in the last-level cache (96 MiB): the "
+                               "DRAM bound may not hold"}
+    run = make_run(tmp_path / "b", "r-roof", failed=False, method="counter", extra=limits)
+    md = (_report([run], tmp_path / "rb").out / "report.md").read_text()
+    cols, rows = _md_table(md, "## Per-cell results")
+    assert "% roofline" in cols and "× J floor" in cols
+    i, j = cols.index("% roofline"), cols.index("× J floor")
+    assert {r[i] for r in rows} == {"35%\\*"}  # * (escaped in Markdown): may not hold
+    assert {r[j] for r in rows} == {"2.50"}
+    assert "% roofline: decode t/s as a percentage of the memory-bandwidth bound" in md
+    # Without a bound (an HTTP engine, no bandwidth) the columns are not there at all.
+    assert len(plain) == len(cols) - 2 and "% roofline" not in plain
 
 
 def test_one_run_goes_to_reports_run_id_by_default_and_several_to_combined(synthetic):

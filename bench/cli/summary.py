@@ -35,6 +35,8 @@ METRICS = (
     Metric("ttft_ms", "TTFT ms", "ttft_s", 1000.0),
     Metric("j_per_token", "J/token", "j_per_token"),
     Metric("overhead_decode_pct", "overhead %", "overhead_decode_pct"),
+    # Decode t/s as a percentage of the memory-bandwidth bound (bench.roofline).
+    Metric("roofline_pct", "% roofline", "roofline_pct"),
 )
 
 
@@ -74,6 +76,8 @@ def format_stat(key: str, stat: Stat | None, ci: bool = True) -> str:
         digits = 4 if abs(stat.mean) >= 0.001 else 6
     elif key == "overhead_decode_pct":
         digits, ci = 2, False  # a bound to check, not a figure to compare
+    elif key == "roofline_pct":
+        digits, ci = 0, False  # how near the physical limit: a whole percent says it
     else:
         digits = 1
     text = f"{stat.mean:.{digits}f}"
@@ -112,8 +116,6 @@ def summarise(trials: list[dict[str, Any]], manifest: dict[str, Any]) -> list[Ce
         test += f" tg{p['gen_tokens']}"
         if p.get("depth"):  # context depth: cells that differ only by it stay apart
             test += f" @d{p['depth']}"
-        if p.get("depth"):
-            test += f" d{p['depth']}"
         if p.get("lang"):
             test = f"[{p['lang']}] {test}"
         rows = ok.get(cid, [])
@@ -227,8 +229,10 @@ def render_table(cells: list[CellSummary], width: int, estimated: bool = False) 
         _Col("n", [str(c.n) for c in cells], True, 3),
     ]
     ranks = {"prefill_tps": 6, "decode_tps": 99, "ttft_ms": 4, "j_per_token": 5,
-             "overhead_decode_pct": 1}
+             "overhead_decode_pct": 1, "roofline_pct": 1}
     for m in METRICS:
+        if m.key == "roofline_pct" and not any(m.key in c.stats for c in cells):
+            continue  # no cell has a bound (an HTTP engine, an unmeasured bandwidth)
         label = m.label + (" (est.)" if m.key == "j_per_token" and estimated else "")
         cols.append(_Col(label, [format_stat(m.key, c.stats.get(m.key)) for c in cells], True,
                          ranks[m.key]))

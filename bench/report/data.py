@@ -43,6 +43,11 @@ WORDS_PER_S = columns.column("decode_words_per_s")
 J_PER_KCHAR = columns.column("j_per_kchar")
 TOKENS_PER_CHAR = columns.column("tokens_per_char")
 TOKENS_PER_WORD = columns.column("tokens_per_word")
+# How near the machine's limits a cell ran (bench.roofline): summarised beside the metrics,
+# shown in the per-cell table, never plotted or ranked on their own.
+ROOFLINE_PCT = columns.column("roofline_pct")
+J_FLOOR_RATIO = columns.column("j_floor_ratio")
+LIMITS: tuple[Column, ...] = (ROOFLINE_PCT, J_FLOOR_RATIO)
 LANG_METRICS: tuple[Metric, ...] = (CHARS_PER_S, WORDS_PER_S, J_PER_KCHAR, TOKENS_PER_CHAR,
                                     TOKENS_PER_WORD, DECODE, J_PER_TOKEN)
 
@@ -292,7 +297,7 @@ def _finite(v: Any) -> float | None:
 
 
 def _summaries(cell: CellSummary) -> None:
-    for m in METRICS:
+    for m in (*METRICS, *LIMITS):
         found = (_finite(r.get(m.name)) for r in cell.samples)
         vals = [x * m.scale for x in found if x is not None]
         if vals:

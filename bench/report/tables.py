@@ -14,8 +14,10 @@ from bench.columns import cell_label
 from bench.report.data import (
     CHARS_PER_S,
     DECODE,
+    J_FLOOR_RATIO,
     J_PER_KCHAR,
     J_PER_TOKEN,
+    LIMITS,
     METRICS,
     PREFILL,
     TTFT,
@@ -85,10 +87,13 @@ def cell_table(data: ReportData) -> Table:
         if data.cells else ""
     langs = any(c.lang for c in data.cells)
     any_flags = any(c.flags for c in data.cells)
+    # How near the machine's limits (bench.roofline), where some cell has a bound.
+    limits = [m for m in LIMITS if any(m.name in c.stats for c in data.cells)]
     cols = (["run"] if data.multi_run else []) + [
         "cell", "model", "quant", "backend", *(["settings"] if varying else []), "workload",
         *(["language"] if langs else []), "n",
         "prefill t/s", "decode t/s", "TTFT ms", "J/token" + (" (ESTIMATED)" if estimated else ""),
+        *(_LIMIT_HEADERS[m.name] for m in limits),
         "status", *(["flags"] if any_flags else []),
     ]
     first_num = cols.index("n")
@@ -106,7 +111,8 @@ def cell_table(data: ReportData) -> Table:
             str(p.get("quant") or ""), str(p.get("backend") or ""),
             *([_settings(p, varying)] if varying else []), _workload(p),
             *([c.lang or ""] if langs else []), str(len(c.samples)),
-            *(fmt_ci(c.stats.get(m.name)) for m in METRICS[:3]), jpt, status,
+            *(fmt_ci(c.stats.get(m.name)) for m in METRICS[:3]), jpt,
+            *(_limit(c, m) for m in limits), status,
             *([c.flag_text] if any_flags else []),
         ]
         rows.append(row)
@@ -123,9 +129,33 @@ def cell_table(data: ReportData) -> Table:
     if estimated:
         note += (" J/token marked (est.) is ESTIMATED from CPU time × a per-core power figure "
                  "(docs/energy.md), not measured.")
-    numeric = set(range(first_num, first_num + 5))
+    if limits:
+        note += (" % roofline: decode t/s as a percentage of the memory-bandwidth bound (the "
+                 "run's measured bandwidth / bytes read per token: weights plus KV cache at that "
+                 "depth); * marks a bound that may not hold: weights that fit in the last-level "
+                 "cache, or a bandwidth derived from reported clocks rather than timed.")
+        if J_FLOOR_RATIO in limits:
+            note += (" × J floor: gross J/token over idle power / decode t/s, the least a "
+                     "machine idling at that power could spend per token (1 = nothing but idle "
+                     "power).")
+    numeric = set(range(first_num, first_num + 5 + len(limits)))
     return Table("Per-cell results", cols, rows, numeric=numeric, note=note, flagged=flagged,
                  details=details)
+
+
+_LIMIT_HEADERS = {"roofline_pct": "% roofline", "j_floor_ratio": "× J floor"}
+
+
+def _limit(c: CellSummary, m: Metric) -> str:
+    s = c.stats.get(m.name)
+    if s is None:
+        return "–"
+    if m.name == "roofline_pct":
+        notes = " ".join(str(r.get("roofline_note") or "") for r in c.samples)
+        caveat = "may not hold" in notes or "not timed" in notes
+        return f"{s.mean:.0f}%" + ("*" if caveat else "")
+    text = f"{s.mean:.2f}"
+    return text + (" (est.)" if c.energy_method == "estimate" else "")
 
 
 def runs_table(data: ReportData) -> Table:
