@@ -226,6 +226,19 @@ def spread(values: list[float]) -> str:
     return f"{med:.3f} [{min(values):.3f}..{max(values):.3f}]"
 
 
+def ratio_ci(values: list[float]) -> str:
+    """The geometric mean of the pair ratios with its 95% interval (Student's t on the log
+    ratios: a ratio and its inverse weigh the same); what a claim like ">= 0.99" must clear."""
+    import math
+
+    from bench.stats import mean_ci
+
+    if len(values) < 2:
+        return "n/a (one pair)"
+    s = mean_ci([math.log(v) for v in values])
+    return f"{math.exp(s.mean):.3f} [{math.exp(s.lo):.3f}, {math.exp(s.hi):.3f}]"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, help="GGUF file (default: SmolLM2-135M Q4_1)")
@@ -281,6 +294,13 @@ def main(argv: list[str] | None = None) -> int:
                 sel = [p for p in pairs if p["threads"] == t and p["flash_attn"] == fa]
                 print(f"{t:>7} {fa:>4} {spread([p['decode_ratio'] for p in sel]):>24} "
                       f"{spread([p['prefill_ratio'] for p in sel]):>24}")
+        print("\ngeometric mean ratio [95% CI] (a ratio proven >= 0.99 has its lower end there)")
+        print(f"{'threads':>7} {'fa':>4} {'decode':>24} {'prefill':>24}")
+        for t in threads:
+            for fa in fas:
+                sel = [p for p in pairs if p["threads"] == t and p["flash_attn"] == fa]
+                print(f"{t:>7} {fa:>4} {ratio_ci([p['decode_ratio'] for p in sel]):>24} "
+                      f"{ratio_ci([p['prefill_ratio'] for p in sel]):>24}")
         if a.json:
             a.json.write_text(json.dumps(pairs, indent=2) + "\n")
     except ScriptError as e:

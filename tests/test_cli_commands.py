@@ -15,7 +15,7 @@ from bench.cli import COMMANDS, build_parser, main
 from bench.cli.base import Command
 from bench.cli.hints import fit_install_hints, pip_command, source_checkout
 from bench.doctor import probe_servers
-from bench.results import ResultsError
+from bench.results import ResultsError, RunWriter
 
 
 def test_version_prints_the_package_version(capsys):
@@ -134,6 +134,21 @@ def test_install_hints_name_this_interpreter_never_a_bare_pip(monkeypatch, tmp_p
     assert "'bench[report]'" not in extra
     # Already fitted hints stay as they are.
     assert fit_install_hints(text) == text
+
+
+def test_every_command_error_passes_through_the_fitted_install_hint(monkeypatch, tmp_path,
+                                                                     capsys):
+    """A domain module prints a plain hint straight to stderr (here: report without its plots
+    module, as when matplotlib is missing); what the user sees names this installation."""
+    from bench.cli import main
+
+    run = tmp_path / "run"
+    RunWriter(run, {"run_id": "r", "cells": []}).flush()
+    monkeypatch.setitem(sys.modules, "bench.report.plots", None)  # import raises ImportError
+    assert main(["report", str(run), "--out", str(tmp_path / "rep")]) == 2
+    err = capsys.readouterr().err
+    assert "plots need matplotlib" in err
+    assert f"{pip_command()} install -e" in err and "'bench[report]'" not in err
 
 
 def test_install_hints_under_pipx_use_pipx(monkeypatch):

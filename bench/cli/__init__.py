@@ -8,7 +8,9 @@ or a comparison is unreliable because a side was measured under flagged conditio
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from typing import Any
 
 from bench.cli.base import (
     EXIT_CELLS_FAILED,
@@ -48,17 +50,36 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _FittedHints:
+    """stderr as every command writes to it, with each `pip install ...` in it rewritten for
+    this installation (bench.cli.hints): the one step every error message passes through, so
+    no command, domain module or library message prints a bare `pip install` that would land
+    in another environment."""
+
+    def __init__(self, stream: Any):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        from bench.cli.hints import fit_install_hints
+
+        return int(self._stream.write(fit_install_hints(text)) or 0)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse exits 2 on usage errors, 0 on --help
         return int(e.code or 0)
-    try:
-        return int(args.func(args))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    with contextlib.redirect_stderr(_FittedHints(sys.stderr)):
+        try:
+            return int(args.func(args))
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
 
 
 __all__ = [
