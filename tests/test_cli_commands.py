@@ -144,7 +144,13 @@ def test_every_command_error_passes_through_the_fitted_install_hint(monkeypatch,
 
     run = tmp_path / "run"
     RunWriter(run, {"run_id": "r", "cells": []}).flush()
-    monkeypatch.setitem(sys.modules, "bench.report.plots", None)  # import raises ImportError
+    # matplotlib missing: importing bench.report.plots (afresh, even when an earlier test
+    # imported it) raises ImportError.
+    import bench.report
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.delitem(sys.modules, "bench.report.plots", raising=False)
+    monkeypatch.delattr(bench.report, "plots", raising=False)
     assert main(["report", str(run), "--out", str(tmp_path / "rep")]) == 2
     err = capsys.readouterr().err
     assert "plots need matplotlib" in err
