@@ -63,7 +63,7 @@ def run_quality(
         if spec.synthetic is not None:
             from bench.synthetic import QUALITY_REFUSAL
 
-            emit("message", QUALITY_REFUSAL.format(model=model_id))
+            emit(Message(QUALITY_REFUSAL.format(model=model_id)))
             continue
         paths: list[tuple[str, Path, dict[str, Any]]] = []
         for variant, settings in variants:

@@ -136,6 +136,22 @@ def test_install_hints_name_this_interpreter_never_a_bare_pip(monkeypatch, tmp_p
     assert fit_install_hints(text) == text
 
 
+@pytest.mark.parametrize("cwd", ["parent", "elsewhere"])
+def test_fitting_a_hint_twice_changes_nothing_for_a_checkout_named_bench(monkeypatch, tmp_path,
+                                                                        cwd):
+    """The CLI fits what it prints and stderr fits again: a checkout folder called `bench` (the
+    repository's own name) must not turn into `-e -e 'bench[report]'`."""
+    from bench.cli import hints
+
+    checkout = tmp_path / "bench"
+    checkout.mkdir()
+    monkeypatch.setattr(hints, "source_checkout", lambda: checkout)
+    monkeypatch.chdir(tmp_path if cwd == "parent" else tmp_path.parent)
+    once = fit_install_hints("install it with pip install 'bench[report]' or pip install x")
+    assert once.count(" -e ") == 1 and "[report]" in once and "-m pip install x" in once
+    assert fit_install_hints(once) == once
+
+
 def test_every_command_error_passes_through_the_fitted_install_hint(monkeypatch, tmp_path,
                                                                      capsys):
     """A domain module prints a plain hint straight to stderr (here: report without its plots

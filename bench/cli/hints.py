@@ -85,10 +85,19 @@ _BENCH_EXTRA = re.compile(r"""(['"]?)bench\[([\w,.-]+)\]\1""")
 _BARE_PIP = re.compile(r"(?<![\w/.-])(?<!-m )pip3? install\b")
 
 
+def _fit_extra(m: re.Match[str]) -> str:
+    before = m.string[: m.start()]
+    # Already fitted: an editable requirement (`-e 'bench[x]'`) or the tail of a checkout's
+    # path (`-e '/src/bench[x]'`) stays as it is, so fitting a message twice changes nothing.
+    if before.endswith("-e ") or (before and (before[-1].isalnum() or before[-1] in "/\\._-'\"")):
+        return m.group(0)
+    return bench_requirement(m.group(2))
+
+
 def fit_install_hints(text: str) -> str:
-    """Rewrite every `pip install ...` in a message for this installation."""
+    """Rewrite every `pip install ...` in a message for this installation (idempotent)."""
     if "pip" not in text:
         return text
-    text = _BENCH_EXTRA.sub(lambda m: bench_requirement(m.group(2)), text)
+    text = _BENCH_EXTRA.sub(_fit_extra, text)
     return _BARE_PIP.sub(lambda m: f"{pip_command()} install", text)
 
