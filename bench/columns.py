@@ -88,8 +88,8 @@ _LO: dict[str, Any] = {"direction": "lower"}
 # (bench.results.RunWriter stamps them); a fleet run from the worker that measured the row.
 _MACHINE: tuple[Column, ...] = (
     _c("machine", "str", "the machine's name: the fleet worker's name, else the hostname"),
-    _c("machine_id", "str", "16 hex: fingerprint of the hardware that decides performance (CPU "
-       "model and cores, RAM in GiB, OS, architecture, GPUs); runs compare only when it matches"),
+    _c("machine_id", "str", "16 hex: fingerprint of what decides performance (CPU model and "
+       "cores, RAM in GiB, OS, architecture); runs compare only when it matches"),
 )
 
 PARAM_COLUMNS: tuple[Column, ...] = (

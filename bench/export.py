@@ -185,6 +185,7 @@ class Export:
         out: str | Path,
         console: Any = None,
         err: TextIO | None = None,
+        machine: str | None = None,
     ) -> int:
         """Write the files; return 0, 2 (usage or data error, one sentence on stderr) or 3 (the
         files could not be written).
@@ -205,13 +206,23 @@ class Export:
                     f"github-action-benchmark writes two files ({BIGGER_FILE}, {SMALLER_FILE}): "
                     f"give --out a folder, not {out_path}"
                 )
-            data = summarise(load_runs(runs))
+            loaded = load_runs(runs)
+            if machine is not None:
+                from bench.fleet import FleetError, one_machine
+
+                try:
+                    loaded = [one_machine(r, machine) for r in loaded]
+                except FleetError as e:
+                    raise ExportError(str(e)) from None
+            data = summarise(loaded)
             if data.mixed_machines:
-                found = "; ".join(f"{', '.join(r.run_id for r in rs)} on {rs[0].machine_label}"
+                found = "; ".join(f"{', '.join(r.tag for r in rs)} on {rs[0].machine_label}"
                                   for rs in data.machines.values())
+                fleet = any("@" in r.tag for r in data.runs)
                 raise ExportError(
                     f"the runs come from different machines ({found}); export one machine's "
-                    "runs at a time"
+                    "runs at a time" + (" (--machine NAME picks one of a fleet run)"
+                                        if fleet else "")
                 )
             cells = export_cells(data.cells)
             if not cells:

@@ -175,9 +175,9 @@ class RunWriter:
         """Continue writing into an existing run folder with the rows that are kept: they are
         compacted at once, so the folder holds exactly them and the new manifest."""
         self = cls(folder, manifest, create=False, schemas=schemas)
-        stamp = self.machine_stamp()
-        self.rows = {name: [redact({**stamp, **r}) for r in rows.get(name, [])]
-                     for name in TABLES}
+        # Kept rows keep what they say (a folder from before the machine columns says nothing;
+        # the store fills them from that run's manifest).
+        self.rows = {name: [redact(r) for r in rows.get(name, [])] for name in TABLES}
         self.flush()
         return self
 
@@ -193,7 +193,8 @@ class RunWriter:
         """Rows of `table`, each through bench.redact and stamped with the machine (a row that
         names its own machine keeps it)."""
         stamp = self.machine_stamp()
-        self.rows[table].extend(redact({**stamp, **r}) for r in rows)
+        self.rows[table].extend(
+            redact({**r, **{k: v for k, v in stamp.items() if k not in r}}) for r in rows)
 
     def journal(self, entry: dict[str, Any]) -> None:
         """Record a manifest change (written with the next checkpoint, applied now in memory)."""

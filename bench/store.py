@@ -343,6 +343,17 @@ class Store:
         select = ["? AS run_key"]
         params: list[Any] = [key]
         for col, default in (("machine", name), ("machine_id", facts.get("id"))):
+            if col == "machine_id" and len(machines) > 1 and "machine" in incoming:
+                # A fleet row without an id (its worker was lost before it reported) takes
+                # its own machine's id, never the first machine's.
+                cases = " ".join("WHEN ? THEN ?" for _ in machines)
+                fill = f"CASE {_q('machine')} {cases} END"
+                expr = f"coalesce({_q(col)}, {fill})" if col in incoming else fill
+                select.append(f"{expr} AS {_q(col)}")
+                incoming.setdefault(col, "VARCHAR")
+                for m, f in machines.items():
+                    params += [m, f.get("id")]
+                continue
             if col in incoming:
                 select.append(f"coalesce({_q(col)}, ?) AS {_q(col)}")
             else:

@@ -192,6 +192,12 @@ def test_one_sweep_across_two_workers_lands_in_one_run_folder(cluster, tmp_path,
         "cell", "metric", "desk", "mac", "ahead"]
     assert sum(1 for ln in side if "| decode t/s" in ln) == 2  # two cells, each on both
     assert "## Comparison" not in md  # machines are never judged against each other
+    # Export takes one machine at a time, and says how to pick one.
+    assert main(["export", folder, "--format", "bencher", "--out", str(tmp_path / "x.json")]) == 2
+    assert "--machine NAME" in capsys.readouterr().err
+    assert main(["export", folder, "--format", "bencher", "--out", str(tmp_path / "x.json"),
+                 "--machine", "desk"]) == 0
+    assert (tmp_path / "x.json").is_file()
 
     db = tmp_path / "s.duckdb"
     assert main(["store", "add", folder, "--store", str(db)]) == 0

@@ -200,3 +200,34 @@ def test_run_with_store_adds_the_run_with_the_commit_of_the_working_directory(
     assert row["git_commit"] == checkout
     assert row["git_source"] == ("bench checkout" if checkout else "none")
     assert row["status"] == "finished" and n == 2
+
+
+def test_a_fleet_row_without_an_id_takes_its_own_machines_id(tmp_path):
+    """A fleet worker lost before it reported leaves its error row without machine_id; the
+    store fills it from that machine's facts in the manifest, never from the first machine's."""
+    manifest = {
+        "format_version": 1, "run_id": "fleet", "started_utc": "2026-01-01T00:00:00+00:00",
+        "finished_utc": "2026-01-01T00:00:00+00:00", "status": "finished",
+        "config": {"name": "hist"}, "config_hash": "c" * 64,
+        "machine": {"hostname": "driver", "id": None, "role": "fleet driver"},
+        "machines": {"desk": {"name": "desk", "id": "d" * 16}, "mac": {"name": "mac",
+                                                                     "id": "e" * 16}},
+        "software": {"bench": "0.1.0"},
+        "cells": [{"cell_id": f"c001@{m}", "machine": m, "cell_key": CELL_KEY,
+                   "settings_hash": "s" * 16, "params": {"model": "x", "machine": m},
+                   "status": "ok" if m == "desk" else "error", "error": None}
+                  for m in ("desk", "mac")],
+    }
+    w = RunWriter(tmp_path / "fleet", manifest)
+    w.add("trials", [
+        {"run_id": "fleet", "cell_id": "c001@desk", "machine": "desk", "machine_id": "d" * 16,
+         "cell_key": CELL_KEY, "trial": 0, "warmup": False, "status": "ok", "decode_tps": 9.0},
+        {"run_id": "fleet", "cell_id": "c001@mac", "machine": "mac", "machine_id": None,
+         "cell_key": CELL_KEY, "trial": 0, "warmup": False, "status": "error", "error": "lost"},
+    ])
+    w.flush()
+    db = tmp_path / "s.duckdb"
+    with Store(db) as s:
+        s.add_run(tmp_path / "fleet")
+        got = dict(s.query("SELECT machine, machine_id FROM trials ORDER BY machine")[1])
+    assert got == {"desk": "d" * 16, "mac": "e" * 16}

@@ -17,8 +17,9 @@ class ExportCommand(Command):
         ex.add_argument("--format", required=True,
                         choices=["github-action-benchmark", "bencher"])
         ex.add_argument("--out", required=True, help="output folder (or .json file for bencher)")
+        ex.add_argument("--machine", help="export this machine's results of fleet runs")
 
-    def run(self, runs: Sequence[str], format: str, out: str) -> int:
+    def run(self, runs: Sequence[str], format: str, out: str, machine: str | None = None) -> int:
         from bench.export import Export
 
-        return Export().run(runs=runs, fmt=format, out=out)
+        return Export().run(runs=runs, fmt=format, out=out, machine=machine)

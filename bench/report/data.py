@@ -66,6 +66,9 @@ class RunInfo:
 
     tag: str
     run: Run
+    # Set for a machine of a fleet run whose fingerprint another machine of that run shares
+    # (two identical boxes): its fleet name then tells them apart.
+    twin_name: str | None = None
 
     @property
     def run_id(self) -> str:
@@ -85,11 +88,10 @@ class RunInfo:
 
     @property
     def machine_key(self) -> str:
-        """What tells machines apart in a report: the fingerprint, and for a fleet worker its
-        name too (two identical boxes in a fleet are two machines; a local run's hostname is
-        not part of it, since CI runners get a new one every time)."""
-        name = self.machine.get("name")
-        return f"{self.machine_id}/{name}" if name else self.machine_id
+        """What tells machines apart in a report: the fingerprint, as compare matches them (a
+        hostname is not part of it: CI runners get a new one every time), and the fleet name
+        only where two machines of one fleet run share a fingerprint."""
+        return f"{self.machine_id}/{self.twin_name}" if self.twin_name else self.machine_id
 
     @property
     def machine_name(self) -> str:
@@ -406,7 +408,10 @@ def split_machines(runs: Sequence[Run]) -> list[RunInfo]:
     for i, r in enumerate(runs):
         listed = r.manifest.get("machines")
         if isinstance(listed, dict) and listed:
-            out += [RunInfo(f"R{i + 1}@{m}", machine_view(r, m)) for m in machine_names(r)]
+            ids = [str((listed.get(m) or {}).get("id")) for m in machine_names(r)]
+            for m, mid in zip(machine_names(r), ids, strict=True):
+                twin = m if ids.count(mid) > 1 else None
+                out.append(RunInfo(f"R{i + 1}@{m}", machine_view(r, m), twin))
         else:
             out.append(RunInfo(f"R{i + 1}", r))
     return out

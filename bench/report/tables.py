@@ -155,7 +155,9 @@ def _limit(c: CellSummary, m: Metric) -> str:
         caveat = "may not hold" in notes or "not timed" in notes
         return f"{s.mean:.0f}%" + ("*" if caveat else "")
     text = f"{s.mean:.2f}"
-    return text + (" (est.)" if c.energy_method == "estimate" else "")
+    if c.energy_method in ("estimate", "mixed"):  # as the J/token column marks it
+        text += " (est.)" if c.estimated else " (mixed)"
+    return text
 
 
 def runs_table(data: ReportData) -> Table:
