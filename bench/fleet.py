@@ -203,7 +203,8 @@ def remote_group(job: Any, machine: str, queue_name: str) -> str:
 def remote_quality(config: Any, cells: list[Any], run_id: str, machine: str,
                    queue_name: str) -> str:
     """A Dask task: the quality phase (bits per byte, KL) on this worker's machine after its
-    cells, in a child process as a local run does; rows streamed to the driver."""
+    cells, in a child process as a local run does; rows streamed to the driver. Returns "ok"
+    when the phase finished, else "failed" (the reason went to the driver as a message)."""
     from distributed import Queue
 
     from bench.quality_phase import run_quality
@@ -219,7 +220,30 @@ def remote_quality(config: Any, cells: list[Any], run_id: str, machine: str,
     if child.crash or child.proc.exitcode not in (0, None):
         send("message", "quality measurement failed: "
              + (child.crash or _exit_text(child.proc.exitcode)))
-    return machine
+        return "failed"
+    return "ok"
+
+
+def fingerprint_here() -> str | None:
+    """This worker's hardware fingerprint (bench.machine.machine_id), asked before a resume."""
+    from bench.machine import machine_facts
+
+    return machine_facts().get("id")
+
+
+def check_resume_machines(old: dict[str, Any], now: dict[str, str | None]) -> None:
+    """Refuse to resume a fleet run when a machine's worker now runs on other hardware: its
+    kept cells and the new ones would be two machines under one name and cell key."""
+    moved = [
+        f"{m} was {facts.get('id')}, is now {now[m]}"
+        for m, facts in (old.get("machines") or {}).items()
+        if m in now and facts.get("id") and now[m] and facts.get("id") != now[m]
+    ]
+    if moved:
+        raise FleetError(
+            "--resume: a machine of this run now reports other hardware (" + "; ".join(moved)
+            + "); resume with the workers on the machines that measured it, or start a new run"
+        )
 
 
 def serve_worker(scheduler: str, name: str | None = None) -> int:
@@ -382,9 +406,11 @@ class FleetRun:
         rows = {t: [r for r in (old.trials if t == "trials" else old.table(t))
                     if r.get("cell_id") in keep]
                 for t in ("trials", "energy", "power", "tokens")}
-        # Quality rows belong to a machine's models, not its cells: all are kept, and only the
-        # machines without any measure it again.
-        rows["quality"] = list(old.table("quality"))
+        # Quality rows belong to a machine's models, not its cells: a machine whose phase
+        # finished keeps them; one cut off part-way measures it again from the start.
+        done = {m for m, f in (old.manifest.get("machines") or {}).items()
+                if (f or {}).get("quality_done")}
+        rows["quality"] = [r for r in old.table("quality") if r.get("machine") in done]
         for key in ("models", "loads", "started_utc", "resumed"):
             if old.manifest.get(key):
                 manifest[key] = old.manifest[key]
@@ -428,6 +454,14 @@ class FleetRun:
         from bench.run.worker import GroupJob
 
         machines = self._machines(client)
+        if self.resume is not None:
+            try:
+                found = client.run(fingerprint_here, workers=list(machines.values()))
+            except Exception as e:  # noqa: BLE001 - a worker that cannot answer is one sentence
+                raise FleetError(f"--resume: cannot ask the workers which hardware they run on "
+                                 f"({type(e).__name__}: {e}); check they are up and retry") from e
+            check_resume_machines(load_run(self.resume).manifest,
+                                  {m: found.get(a) for m, a in machines.items()})
         manifest = self._manifest(list(machines))
         writer, kept = self._writer(manifest)
         self.writer = writer
@@ -485,6 +519,10 @@ class FleetRun:
                             for cid in ids:
                                 if entries[cid]["status"] == "pending":
                                     self._fail(cid, m, why, outcome)
+                        elif not ids:  # a quality task: its rows are in, keep them on disk
+                            if fut.result() == "ok":
+                                manifest["machines"].setdefault(m, {})["quality_done"] = True
+                            writer.flush()
                         del futures[fut]
                     elif m not in alive or alive[m] != machines[m]:
                         self._lose(m, machines[m], futures, entries, in_flight, outcome)
@@ -497,13 +535,14 @@ class FleetRun:
             # Quality after the sweep, as a local run does: on each machine still serving, so
             # each machine's part of the run is what a local run of it holds.
             if self.config.quality.texts != "none":
-                measured = {r.get("machine") for r in writer.rows["quality"]}
-                quality.update({
-                    client.submit(remote_quality, self.config, self.cells, self.run_id, m,
-                                  queue_name, resources={resource_of(m): 1}, pure=False,
-                                  retries=0, key=f"bench-{self.run_id}-{m}-quality"): (m, [])
-                    for m in machines if m not in outcome.lost and m not in measured
-                })
+                for m in machines:
+                    if m in outcome.lost or manifest["machines"].get(m, {}).get("quality_done"):
+                        continue
+                    # One at a time into `quality`, so a Ctrl-C between submits cancels them.
+                    fut = client.submit(remote_quality, self.config, self.cells, self.run_id, m,
+                                        queue_name, resources={resource_of(m): 1}, pure=False,
+                                        retries=0, key=f"bench-{self.run_id}-{m}-quality")
+                    quality[fut] = (m, [])
                 if quality:
                     self.say("fleet: measuring model quality (bits per byte, KL) on "
                              + ", ".join(m for m, _ in quality.values()))
@@ -546,8 +585,10 @@ class FleetRun:
                         error=f"the worker for machine {m} was lost before this cell started; "
                         "run it with --resume",
                     )
-        self.say(f"fleet: lost the worker for {m} ({address}); its cell in flight failed, "
-                 "its other cells were not run (--resume runs them)")
+        self.say(f"fleet: lost the worker for {m} ({address}); "
+                 + ("its cell in flight failed, its other cells were not run"
+                    if current is not None else "what it had left was not run")
+                 + " (--resume runs them)")
         self.writer.flush()
 
     def _fail(self, cid: str, m: str, why: str, outcome: FleetOutcome) -> None:

@@ -18,7 +18,13 @@ from support import REPO, smol_config
 
 from bench.cli import main
 from bench.config import load_config
-from bench.fleet import FleetError, FleetRun, machine_view, workers_by_machine
+from bench.fleet import (
+    FleetError,
+    FleetRun,
+    check_resume_machines,
+    machine_view,
+    workers_by_machine,
+)
 from bench.results import load_run
 from bench.store import Store
 from bench.sweep import expand
@@ -120,6 +126,15 @@ def only_run(out: Path) -> Path:
     return run
 
 
+def test_a_fleet_resume_refuses_a_machine_that_now_reports_other_hardware():
+    old = {"machines": {"desk": {"name": "desk", "id": "a" * 16},
+                        "mac": {"name": "mac", "id": "b" * 16}}}
+    check_resume_machines(old, {"desk": "a" * 16, "mac": "b" * 16})  # same hardware: fine
+    check_resume_machines(old, {"desk": "a" * 16})  # a machine not asked for now: fine
+    with pytest.raises(FleetError, match=r"mac was b{16}, is now c{16}"):
+        check_resume_machines(old, {"desk": "a" * 16, "mac": "c" * 16})
+
+
 def test_a_scheduler_that_cannot_be_reached_is_one_sentence(tmp_path):
     cfg = sweep_config(tmp_path, "8")
     loaded = load_config(cfg)
@@ -167,6 +182,7 @@ def test_one_sweep_across_two_workers_lands_in_one_run_folder(cluster, tmp_path,
     quality = run.table("quality")
     assert {r["machine"] for r in quality} == {"desk", "mac"}
     assert all(r["bits_per_byte"] > 0 and "cell_id" not in r for r in quality)
+    assert all(m["machines"][n]["quality_done"] for n in ("desk", "mac"))  # a resume keeps it
     # The same cell on both machines: one cell key, never one pool.
     keys = {(r["machine"], r["cell_key"]) for r in run.trials}
     assert len(keys) == 4 and len({k for _, k in keys}) == 2
