@@ -286,21 +286,21 @@ def main(argv: list[str] | None = None) -> int:
                     for i in range(a.pairs):
                         pair = one_pair(a, exe, env, model, t, fa, i, Path(tmp))
                         pairs.append(pair)
-        print(f"\nbench / llama-bench, median [min..max] of {a.pairs} alternating pairs "
-              f"(pp{a.prompt}, tg{a.gen} at depth {a.prompt}, engine: {a.engine} libraries)")
-        print(f"{'threads':>7} {'fa':>4} {'decode ratio':>24} {'prefill ratio':>24}")
-        for t in threads:
-            for fa in fas:
-                sel = [p for p in pairs if p["threads"] == t and p["flash_attn"] == fa]
-                print(f"{t:>7} {fa:>4} {spread([p['decode_ratio'] for p in sel]):>24} "
-                      f"{spread([p['prefill_ratio'] for p in sel]):>24}")
-        print("\ngeometric mean ratio [95% CI] (a ratio proven >= 0.99 has its lower end there)")
-        print(f"{'threads':>7} {'fa':>4} {'decode':>24} {'prefill':>24}")
-        for t in threads:
-            for fa in fas:
-                sel = [p for p in pairs if p["threads"] == t and p["flash_attn"] == fa]
-                print(f"{t:>7} {fa:>4} {ratio_ci([p['decode_ratio'] for p in sel]):>24} "
-                      f"{ratio_ci([p['prefill_ratio'] for p in sel]):>24}")
+        tables = [
+            (f"\nbench / llama-bench, median [min..max] of {a.pairs} alternating pairs "
+             f"(pp{a.prompt}, tg{a.gen} at depth {a.prompt}, engine: {a.engine} libraries)",
+             "decode ratio", "prefill ratio", spread),
+            ("\ngeometric mean ratio [95% CI] (a ratio proven >= 0.99 has its lower end there)",
+             "decode", "prefill", ratio_ci),
+        ]
+        for title, left, right, stat in tables:
+            print(title)
+            print(f"{'threads':>7} {'fa':>4} {left:>24} {right:>24}")
+            for t in threads:
+                for fa in fas:
+                    sel = [p for p in pairs if p["threads"] == t and p["flash_attn"] == fa]
+                    print(f"{t:>7} {fa:>4} {stat([p['decode_ratio'] for p in sel]):>24} "
+                          f"{stat([p['prefill_ratio'] for p in sel]):>24}")
         if a.json:
             a.json.write_text(json.dumps(pairs, indent=2) + "\n")
     except ScriptError as e:
