@@ -374,3 +374,9 @@ execution: {{isolate: false}}  # the patched counter lives in this process
     energy = load_run(out.folder).table("energy")
     assert {(e["trial"], e["phase"]) for e in energy} == {(t, p) for t in (0, 1)
                                                           for p in ("prefill", "decode")}
+
+
+def test_a_backend_without_typed_settings_is_refused_when_it_is_defined():
+    with pytest.raises(TypeError, match="neither cell_type nor cell_settings"):
+        class Untyped(base.Backend):  # noqa: F841 - defining it is the test
+            name = "untyped"

@@ -124,13 +124,25 @@ class Session(ABC):
 
 class Backend(ABC):
     name: ClassVar[str]
+    # The backend's typed, frozen per-cell settings (`LlamaCppCell`, `RwkvCell`, ...): a class
+    # whose `from_values(values)` validates a cell's flat values through the config model.
+    # A backend whose settings need more than the values (the HTTP ones) overrides
+    # `cell_settings` instead.
+    cell_type: ClassVar[Any] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Said when the backend is defined, not when its first cell runs.
+        overridden = cls.cell_settings.__func__ is not Backend.cell_settings.__func__  # type: ignore[attr-defined]
+        if cls.cell_type is None and not overridden:
+            raise TypeError(f"backend {cls.__name__} sets neither cell_type nor cell_settings")
 
     @classmethod
-    @abstractmethod
     def cell_settings(cls, values: Mapping[str, Any]) -> Any:
         """One cell's settings as the backend's typed, frozen object, from the cell's swept
         values and the backend's fixed ones (`Cell.setting` + `Cell.extra`). Validated by the
         backend's config model, so a missing value takes the default declared there."""
+        return cls.cell_type.from_values(values)
 
     @abstractmethod
     def load(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -81,10 +80,7 @@ class FakeSession(Session):
 
 class FakeBackend(Backend):
     name = "llama-cpp"
-
-    @classmethod
-    def cell_settings(cls, values: Mapping[str, Any]) -> LlamaCppCell:
-        return LlamaCppCell.from_values(values)
+    cell_type = LlamaCppCell
 
     def load(self, model_path: Path | None, settings: Any, seed: int,
              model_name: str | None = None) -> Session:

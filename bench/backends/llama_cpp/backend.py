@@ -455,10 +455,7 @@ class _LogCapture:
 
 class LlamaCppBackend(Backend):
     name = "llama-cpp"
-
-    @classmethod
-    def cell_settings(cls, values: Mapping[str, Any]) -> LlamaCppCell:
-        return LlamaCppCell.from_values(values)
+    cell_type = LlamaCppCell
 
     def load(
         self, model_path: Path | None, settings: LlamaCppCell | Mapping[str, Any], seed: int,

@@ -189,10 +189,7 @@ class RwkvSession(Session):
 
 class RwkvBackend(Backend):
     name = "rwkv"
-
-    @classmethod
-    def cell_settings(cls, values: Mapping[str, Any]) -> RwkvCell:
-        return RwkvCell.from_values(values)
+    cell_type = RwkvCell
 
     def load(
         self, model_path: Path | None, settings: RwkvCell | Mapping[str, Any], seed: int,

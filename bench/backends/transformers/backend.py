@@ -187,10 +187,7 @@ def _eos_ids(model: Any, tok: Any) -> list[int]:
 
 class TransformersBackend(Backend):
     name = "transformers"
-
-    @classmethod
-    def cell_settings(cls, values: Mapping[str, Any]) -> TransformersCell:
-        return TransformersCell.from_values(values)
+    cell_type = TransformersCell
 
     def load(
         self, model_path: Path | None, settings: TransformersCell | Mapping[str, Any], seed: int,
