@@ -175,6 +175,9 @@ TRIALS: tuple[Column, ...] = (
        unit="bytes"),
     _c("roofline_memory", "str", 'which memory bounds it: "cpu" (DRAM) or "gpu" (device '
        "memory)"),
+    _c("roofline_method", "str", "how the bytes per token were obtained: the GGUF file's "
+       "tensor table, or the weights as the engine holds them (an RWKV strategy's or a "
+       "transformers dtype's)"),
     _c("roofline_note", "str", "why the bound may not hold (a model that fits in cache, "
        "a bandwidth that could not be measured)"),
     _c("j_floor", "float", "idle power / decode t/s: a lower bound on gross J/token",

@@ -31,7 +31,9 @@ __all__ = [
     "gpu_bandwidth",
     "measure_bandwidth",
     "model_bytes",
+    "reads_columns",
     "trial_columns",
+    "uses_gpu",
 ]
 
 ROOFLINE_COLUMNS = (
@@ -43,6 +45,7 @@ ROOFLINE_COLUMNS = (
     "j_floor",  # idle W / decode t/s: the least gross J/token the machine can give
     "j_floor_ratio",  # j_per_token / j_floor (1.0 would be a machine that spends only idle power)
     "model_source",  # where the model came from: path, repo, package, served, synthetic, ...
+    "roofline_method",  # how the bytes per token were obtained (GGUF table, weights as loaded)
 )
 
 
@@ -255,6 +258,13 @@ def _gpu_nvml_derived(device: int) -> Bandwidth | None:
 
 
 _CACHE: dict[str, Any] = {}
+
+
+def uses_gpu(params: dict[str, Any]) -> bool:
+    """Whether a cell's settings put weights on a GPU: llama.cpp layers offloaded, an RWKV
+    strategy with a cuda stage, a transformers device cuda."""
+    return bool(params.get("n_gpu_layers")) or "cuda" in str(params.get("strategy") or "") \
+        or str(params.get("device") or "").startswith("cuda")
 
 
 def measure_bandwidth(gpu: bool = False) -> dict[str, Any]:
@@ -483,9 +493,24 @@ def _model_entry(row: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any
     return None
 
 
+def reads_columns(reads: Any, n_prompt: int, n_gen: int, depth: int = 0) -> dict[str, Any]:
+    """The roofline columns a session's `DecodeReads` fix for one trial (the worker adds them
+    to the row; `trial_columns` then divides the run's bandwidth by them): the weights, a
+    recurrent state read and written per token, and the KV cache at the decode phase's mean
+    context (as `decode_bytes_per_token`)."""
+    per_token = float(reads.weight_bytes_per_token + reads.state_bytes_per_token)
+    if reads.kv_bytes_per_cell:
+        per_token += reads.kv_bytes_per_cell * (depth + n_prompt + n_gen / 2.0)
+    return {"roofline_bytes_per_token": per_token, "roofline_memory": reads.memory,
+            "roofline_method": reads.method}
+
+
 def trial_columns(row: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
     """The roofline and energy-floor columns of one trial row (None with a note when a figure
-    cannot be made). Needs the manifest's `roofline`, `models`, `domains` and `idle`."""
+    cannot be made). Needs the manifest's `roofline`, `models`, `domains` and `idle`.
+
+    Bytes per token come from the session where it said them (`reads_columns`: the weights as
+    the engine holds them), else from the model's GGUF tensor table."""
     out: dict[str, Any] = dict.fromkeys(ROOFLINE_COLUMNS)
     entry = _model_entry(row, manifest)
     # "synthetic" on every row of a random-weights model, so no table passes it off as real.
@@ -495,44 +520,58 @@ def trial_columns(row: dict[str, Any], manifest: dict[str, Any]) -> dict[str, An
         return out
     notes: list[str] = []
     decode_tps = row.get("decode_tps")
-    # Offload only counts where the engine can offload (a CPU-only llama.cpp ignores it).
-    can_offload = (manifest.get("software") or {}).get("llama_cpp_gpu_offload", True)
-    gpu = bool(row.get("n_gpu_layers")) and can_offload is not False
-    memory = "gpu" if gpu else "cpu"
-    bw = (manifest.get("roofline") or {}).get(memory)
-    path = Path(entry["path"]) if entry and entry.get("path") else None
-    if bw is None:
-        notes.append(f"{memory} bandwidth was not measured")
-    elif path is None or not path.is_file():
-        notes.append("no local GGUF file to read the bytes per token from")
+    per_token: float | None = None
+    weight_bytes: float | None = None
+    memory = "cpu"
+    if row.get("roofline_method") and row.get("roofline_bytes_per_token") is not None:
+        memory = str(row.get("roofline_memory") or "cpu")
+        out["roofline_method"] = row["roofline_method"]
+        if memory == "split":
+            notes.append("weights split between CPU and GPU memory (or streamed): no single "
+                         "bound")
+        else:
+            per_token = weight_bytes = float(row["roofline_bytes_per_token"])
     else:
-        try:
-            mb = _model_bytes_cached(path)
-        except (OSError, ValueError, struct.error) as e:
-            mb = None
-            notes.append(f"cannot read the GGUF tensor table ({e})")
-        if mb is not None:
-            if gpu and mb.n_layer and 0 < int(row["n_gpu_layers"]) <= mb.n_layer:
-                notes.append("partial offload: weights split between CPU and GPU memory")
-            else:
-                depth = int(row.get("depth") or row.get("n_depth") or 0)
-                per_token = decode_bytes_per_token(
-                    mb, int(row.get("n_prompt") or 0), int(row.get("n_gen") or 0), depth
-                )
-                bound = float(bw["bytes_per_s"]) / per_token
-                out["roofline_tps"] = bound
-                out["roofline_bytes_per_token"] = per_token
-                out["roofline_memory"] = memory
-                if decode_tps:
-                    out["roofline_pct"] = 100.0 * float(decode_tps) / bound
-                llc = _llc_bytes()
-                if memory == "cpu" and llc and mb.weight_bytes_per_token < llc:
-                    notes.append(
-                        f"the weights ({mb.weight_bytes_per_token / 2**20:.0f} MiB) fit in the "
-                        f"last-level cache ({llc / 2**20:.0f} MiB): the DRAM bound may not hold"
+        # Offload only counts where the engine can offload (a CPU-only llama.cpp ignores it).
+        can_offload = (manifest.get("software") or {}).get("llama_cpp_gpu_offload", True)
+        memory = "gpu" if bool(row.get("n_gpu_layers")) and can_offload is not False else "cpu"
+        path = Path(entry["path"]) if entry and entry.get("path") else None
+        if path is None or not path.is_file():
+            notes.append("no local GGUF file to read the bytes per token from")
+        else:
+            try:
+                mb = _model_bytes_cached(path)
+            except (OSError, ValueError, struct.error) as e:
+                mb = None
+                notes.append(f"cannot read the GGUF tensor table ({e})")
+            if mb is not None:
+                out["roofline_method"] = mb.method
+                if memory == "gpu" and mb.n_layer and 0 < int(row["n_gpu_layers"]) <= mb.n_layer:
+                    notes.append("partial offload: weights split between CPU and GPU memory")
+                else:
+                    depth = int(row.get("depth") or row.get("n_depth") or 0)
+                    per_token = decode_bytes_per_token(
+                        mb, int(row.get("n_prompt") or 0), int(row.get("n_gen") or 0), depth
                     )
-                if not bw.get("measured", True):
-                    notes.append("bandwidth derived from reported clocks, not timed")
+                    weight_bytes = float(mb.weight_bytes_per_token)
+    bw = (manifest.get("roofline") or {}).get(memory) if memory != "split" else None
+    if per_token is not None and bw is None:
+        notes.append(f"{memory} bandwidth was not measured")
+    elif per_token is not None and bw is not None:
+        bound = float(bw["bytes_per_s"]) / per_token
+        out["roofline_tps"] = bound
+        out["roofline_bytes_per_token"] = per_token
+        out["roofline_memory"] = memory
+        if decode_tps:
+            out["roofline_pct"] = 100.0 * float(decode_tps) / bound
+        llc = _llc_bytes()
+        if memory == "cpu" and llc and weight_bytes is not None and weight_bytes < llc:
+            notes.append(
+                f"the weights ({weight_bytes / 2**20:.0f} MiB) fit in the last-level cache "
+                f"({llc / 2**20:.0f} MiB): the DRAM bound may not hold"
+            )
+        if not bw.get("measured", True):
+            notes.append("bandwidth derived from reported clocks, not timed")
     idle_w, why = _idle_w_of_headline(manifest)
     floor = energy_floor(idle_w, decode_tps)
     out["j_floor"] = floor

@@ -179,3 +179,28 @@ def test_a_pth_path_is_located_and_a_gguf_given_to_rwkv_is_named(pth, tmp_path):
     bad.write_bytes(b"GGUF" + b"\0" * 8)
     with pytest.raises(BackendError, match=r"does not end in \.pth"):
         get_backend("rwkv")().load(bad, {"strategy": "cpu fp32"}, seed=1)
+
+
+@pytest.mark.slow
+def test_decode_reads_count_the_weights_as_the_strategy_converted_them(pth, session):
+    """The roofline's bytes per token: under 'cpu fp32' every weight is 4 bytes, the embedding
+    is one row (the package indexes it), blocks.0.ln0 is folded into the embedding at load;
+    the state is RWKV-5.2's per layer (two token-shift vectors and a head x head-size x
+    head-size fp32 matrix), read and written once per token."""
+    facts = inspect(pth)
+    r = session.decode_reads()
+    c, hs = facts.n_embd, facts.n_embd // facts.n_head
+    weights = facts.n_params - facts.n_vocab * c - 2 * c + c  # emb whole -> one row; ln0 gone
+    assert r.weight_bytes_per_token == 4 * weights
+    per_layer = 2 * c * 4 + facts.n_head * hs * hs * 4
+    assert r.state_bytes_per_token == 2 * facts.n_layer * per_layer
+    assert r.kv_bytes_per_cell is None and r.memory == "cpu"
+    assert "'cpu fp32'" in r.method and "state" in r.method
+    bf16 = get_backend("rwkv")().load(pth, {"strategy": "cpu bf16", "jit": False}, seed=42)
+    try:
+        half = bf16.decode_reads()
+    finally:
+        bf16.close()
+    # The matrices halve; the few fp32-only vectors (decay, ln_x) keep it above one half.
+    assert 0.5 * r.weight_bytes_per_token < half.weight_bytes_per_token \
+        < 0.6 * r.weight_bytes_per_token

@@ -44,6 +44,21 @@ def test_identity_names_the_architecture_size_and_dtype(session):
 
 
 @pytest.mark.slow
+def test_decode_reads_are_the_parameters_one_embedding_row_and_the_kv_per_position(session):
+    """The roofline's bytes per token: the tiny Llama's parameters in float32, its untied
+    input embedding one row per token; KV per position = layers x (K + V) x KV heads x head
+    size x 4 bytes (2 x 2 x 2 x 16 x 4)."""
+    model = session.model
+    emb = model.get_input_embeddings().weight
+    total = sum(p.numel() for p in model.parameters())
+    r = session.decode_reads()
+    assert r.weight_bytes_per_token == 4 * (total - emb.numel() + emb.shape[1])
+    assert r.kv_bytes_per_cell == 2 * 2 * 2 * 16 * 4
+    assert r.state_bytes_per_token == 0 and r.memory == "cpu"
+    assert "one row per token" in r.method
+
+
+@pytest.mark.slow
 def test_sequence_logits_agree_with_one_token_at_a_time_through_the_cache(session):
     tokens = session.prompt("t", None, "The river rises in the hills.").tokens
     seq = session.logits(tokens, one_at_a_time=False)

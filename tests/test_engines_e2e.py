@@ -57,6 +57,19 @@ def test_one_run_measures_rwkv_transformers_and_llama_cpp_into_the_same_tables(t
             for k in shared:
                 assert r.get(k) is not None, (backend, k)
             assert r["decode_tps"] > 0 and r["j_per_token"] > 0
+    # Every cell has a roofline figure, with how its bytes per token were obtained: the GGUF
+    # tensor table for llama.cpp, the weights as each torch engine holds them for the others.
+    method_words = {"llama-cpp": "GGUF tensor table", "rwkv": "rwkv package",
+                    "transformers": "transformers loaded"}
+    for backend, rs in by_backend.items():
+        for r in rs:
+            assert r["roofline_pct"] > 0 and r["roofline_memory"] == "cpu", (backend, r)
+            assert method_words[backend] in r["roofline_method"], (backend, r)
+        per_depth = {r["depth"]: r["roofline_bytes_per_token"] for r in rs}
+        if backend == "rwkv":  # a recurrent state: the same bytes at any depth
+            assert per_depth[128] == per_depth[0]
+        else:  # attention reads a KV cache that grows with depth
+            assert per_depth[128] > per_depth[0], backend
     energy = run.table("energy")
     assert {e["phase"] for e in energy} == {"prefill", "decode"}
     # The report draws decode cost against depth for each backend's model.

@@ -183,6 +183,31 @@ class ReportsRowColumns(Protocol):
     def row_columns(self) -> dict[str, Any]: ...
 
 
+@dataclass(frozen=True)
+class DecodeReads:
+    """What one decoded token reads from memory, as the engine holds the model (the roofline's
+    bytes per token, bench.roofline). A session that knows its weights as loaded says it:
+    an RWKV strategy converts them to fp32, bf16 or int8 and a transformers dtype sets them,
+    so the stored file would give the wrong figure."""
+
+    weight_bytes_per_token: int  # every weight read once, an embedding row per token
+    # Attention KV cache bytes per context position (all layers); None for a recurrent model.
+    kv_bytes_per_cell: int | None
+    # A recurrent model's state, read and written once per token (0 for attention).
+    state_bytes_per_token: int
+    # "cpu" or "gpu": whose bandwidth bounds it; "split" when weights sit in both (no bound).
+    memory: str
+    method: str  # how the figures were obtained, in words
+
+
+@runtime_checkable
+class ReportsDecodeReads(Protocol):
+    """A session that can say what a decoded token reads (bench.roofline uses it instead of
+    a GGUF file's tensor table)."""
+
+    def decode_reads(self) -> DecodeReads | None: ...
+
+
 @runtime_checkable
 class TracksProcess(Protocol):
     """A meter that can attribute the energy of one more process (a server bench started)."""

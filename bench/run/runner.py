@@ -174,7 +174,7 @@ class Runner:
             "idle": {},
             # Memory bandwidth for the decode roofline, measured once per run (bench.roofline).
             "roofline": roofline.measure_bandwidth(
-                gpu=any(c.params().get("n_gpu_layers") for c in self.cells)
+                gpu=any(roofline.uses_gpu(c.params()) for c in self.cells)
             ),
             "guards": {"warnings": []},
             "loads": [],

@@ -12,9 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench import energy as energy_math
+from bench import roofline
 from bench.backends.base import (
     BackendError,
+    DecodeReads,
     HasServerProcess,
+    ReportsDecodeReads,
     ReportsResourceUsage,
     ReportsRowColumns,
     Session,
@@ -86,6 +89,8 @@ class GroupWorker:
         self._given_meters = meters
         self.meters: list[Meter] = []
         self.cell_keys: dict[str, str] = {}
+        # The session whose DecodeReads were asked, and its answer (once per load).
+        self._reads: tuple[Session | None, DecodeReads | None] = (None, None)
 
     def run(self) -> None:
         if self._given_meters is not None:
@@ -273,6 +278,16 @@ class GroupWorker:
         row.update(timing)
         if isinstance(session, ReportsRowColumns):
             row.update(session.row_columns())  # what the engine chose at load (flash_attn)
+        if isinstance(session, ReportsDecodeReads) and row["status"] == "ok":
+            # What a decoded token reads as the engine holds the weights (bench.roofline).
+            if self._reads[0] is not session:
+                self._reads = (session, session.decode_reads())
+            reads = self._reads[1]
+            if reads is not None:
+                row.update(roofline.reads_columns(
+                    reads, int(row.get("n_prompt") or 0), int(row.get("n_gen") or 0),
+                    int(row.get("depth") or 0),
+                ))
         row.update(load_id=self.job.load_id, load_s=load_s)
         if meter_errors:
             row["energy_error"] = meter_errors[0]

@@ -20,6 +20,7 @@ from typing import Any
 from bench.backends.base import (
     Backend,
     BackendError,
+    DecodeReads,
     Edge,
     Prompt,
     Session,
@@ -174,6 +175,45 @@ class RwkvSession(Session):
                 out, state = self.model.forward([t], state)
                 rows.append(out.float().cpu())
             return torch.stack(rows)
+
+    def decode_reads(self) -> DecodeReads | None:
+        """What one decoded token reads, from the weights as the package converted them for
+        the strategy (fp32, bf16, int8 with its scale vectors): every tensor once except the
+        embedding (one row: the package keeps it on the CPU and indexes it), plus the
+        recurrent state, read and written once per token. None when the package's model
+        does not expose its weights."""
+        w = getattr(self.model, "w", None)
+        if not isinstance(w, dict) or not w:
+            w = getattr(self.model, "z", None)  # the v7 loader's name for its weights
+        if not isinstance(w, dict) or not w:
+            return None
+        tensors = {k: v for k, v in w.items() if hasattr(v, "element_size")}
+        per_token, devices = 0, set()
+        for name, t in tensors.items():
+            size = t.numel() * t.element_size()
+            if name == "emb.weight" and t.dim() == 2:
+                per_token += size // max(1, int(t.shape[0]))
+                continue
+            per_token += size
+            devices.add(t.device.type)
+        streamed = any(getattr(s, "stream", False) for s in getattr(self.model, "strategy", []))
+        memory = ("split" if streamed or len(devices) > 1
+                  else "gpu" if devices == {"cuda"} else "cpu")
+        # The state a token reads and writes: the one a forward from nothing returns.
+        with self.torch.no_grad():
+            _, state = self.model.forward([0], None)
+        state_bytes = sum(t.numel() * t.element_size() for t in state if hasattr(t, "numel"))
+        return DecodeReads(
+            weight_bytes_per_token=int(per_token),
+            kv_bytes_per_cell=None,
+            state_bytes_per_token=2 * int(state_bytes),
+            memory=memory,
+            method=(
+                f"weights as the rwkv package holds them for {self.settings.strategy!r} "
+                f"({len(tensors)} tensors, the embedding one row per token), plus the "
+                f"recurrent state ({state_bytes / 2**20:.1f} MiB) read and written per token"
+            ),
+        )
 
     def info(self) -> dict[str, Any]:
         return {

@@ -16,6 +16,7 @@ from typing import Any
 from bench.backends.base import (
     Backend,
     BackendError,
+    DecodeReads,
     Edge,
     Prompt,
     Session,
@@ -141,6 +142,48 @@ class TransformersSession(Session):
                 out = self.model(input_ids=ids, **{self.cache_kw: cache}, use_cache=True)
                 rows.append(out.logits[0, -1].float().cpu())
             return torch.stack(rows)
+
+    def decode_reads(self) -> DecodeReads | None:
+        """What one decoded token reads: every parameter at the dtype it was loaded in, the
+        input embedding one row per token (whole when the output projection is tied to it),
+        plus the KV cache per position from the config (layers x 2 x KV heads x head size at
+        the model's dtype). A model without attention heads in its config (a recurrent one)
+        has no KV figure."""
+        model = self.model
+        emb = model.get_input_embeddings()
+        out = model.get_output_embeddings()
+        emb_w = getattr(emb, "weight", None)
+        tied = out is not None and getattr(out, "weight", None) is emb_w
+        per_token, devices, itemsize = 0, set(), 0
+        for p in model.parameters():
+            size = p.numel() * p.element_size()
+            itemsize = itemsize or p.element_size()
+            devices.add(p.device.type)
+            if emb_w is not None and p is emb_w and not tied and p.dim() == 2:
+                size //= max(1, int(p.shape[0]))
+            per_token += size
+        if not devices:
+            return None
+        cfg = getattr(model.config, "get_text_config", lambda: model.config)()
+        layers = getattr(cfg, "num_hidden_layers", None)
+        heads = getattr(cfg, "num_attention_heads", None)
+        kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+        head_dim = getattr(cfg, "head_dim", None) or (
+            cfg.hidden_size // heads if heads and getattr(cfg, "hidden_size", None) else None)
+        kv = (int(layers) * 2 * int(kv_heads) * int(head_dim) * itemsize
+              if layers and kv_heads and head_dim else None)
+        memory = "split" if len(devices) > 1 else "gpu" if devices == {"cuda"} else "cpu"
+        return DecodeReads(
+            weight_bytes_per_token=int(per_token), kv_bytes_per_cell=kv,
+            state_bytes_per_token=0, memory=memory,
+            method=(
+                "parameters as transformers loaded them ("
+                + ("embedding tied to the output, read whole" if tied
+                   else "the input embedding one row per token")
+                + ("), plus the KV cache per position from the config" if kv
+                   else "); no attention KV figure in the config")
+            ),
+        )
 
     def info(self) -> dict[str, Any]:
         cfg = self.model.config
