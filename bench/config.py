@@ -131,6 +131,17 @@ class ModelSpec(StrictModel):
                 raise ValueError(
                     f"unknown synthetic model {self.synthetic!r}; known: {', '.join(PRESETS)}"
                 )
+        if self.synthetic is not None:
+            from bench.synthetic import model_format, resolve_shape
+
+            # The whole shape is checked here (SyntheticError is a ValueError), so the sweep,
+            # --dry-run and the run see only shapes that can be built.
+            if model_format(resolve_shape(self.synthetic)) == "rwkv" and self.quants:
+                raise ValueError(
+                    "an rwkv5 synthetic model is one bf16 checkpoint and takes no 'quants'; "
+                    "the rwkv backend's strategy ('cpu fp32', 'cuda fp16i8', ...) sets its "
+                    "precision"
+                )
         if (self.quants and self.repo is None and self.quantize_from is None
                 and self.synthetic is None):
             raise ValueError(

@@ -130,7 +130,8 @@ def _locate_synthetic(variant: ModelVariant) -> Located:
     except SyntheticError as e:
         return Located(variant, None, None, f"model {variant.spec.id!r}: {e}")
     if path is not None:
-        return Located(variant, path, _size(path), check_local_file(path, "synthetic model file"))
+        return Located(variant, path, _size(path),
+                       _check_local(path, model_format(variant.spec), "synthetic model file"))
     return Located(
         variant, None, None,
         f"{what} at {variant.quant} is written to the cache on first use",

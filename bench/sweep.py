@@ -158,7 +158,10 @@ def model_variants(spec: ModelSpec) -> list[ModelVariant]:
             out.append(ModelVariant(spec, q, file))
         return out
     if spec.synthetic is not None:
-        return [ModelVariant(spec, "F16", None)]  # written as F16; `quants` for the ladder
+        from bench.synthetic import resolve_shape, stored_quant
+
+        # Written as F16 GGUF (`quants` for the ladder), or as an RWKV's bf16 checkpoint.
+        return [ModelVariant(spec, stored_quant(resolve_shape(spec.synthetic)), None)]
     name = spec.path or spec.file or ""
     return [ModelVariant(spec, quant_from_filename(name), spec.file)]
 

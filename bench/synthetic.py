@@ -48,7 +48,7 @@ class SyntheticShape(StrictModel):
     """A transformer's shape. `base` names a preset; any other key given overrides it."""
 
     base: str | None = None
-    arch: Literal["llama", "qwen2"] | None = None
+    arch: Literal["llama", "qwen2", "rwkv5"] | None = None
     layers: Annotated[int, Field(ge=1, le=1000)] | None = None
     embedding: Annotated[int, Field(ge=8, le=65536)] | None = None
     heads: Annotated[int, Field(ge=1, le=1024)] | None = None
@@ -66,7 +66,9 @@ class SyntheticShape(StrictModel):
                 "arch, layers, embedding, heads, kv_heads, ff and vocab)"
             )
         if self.base is None:
-            missing = [k for k in _SHAPE_KEYS if getattr(self, k) is None]
+            # An RWKV's heads are its only heads, and its vocabulary is the World tokenizer's.
+            optional = ("kv_heads", "vocab") if self.arch == "rwkv5" else ()
+            missing = [k for k in _SHAPE_KEYS if getattr(self, k) is None and k not in optional]
             if missing:
                 raise ValueError(
                     f"a synthetic model without 'base' needs {', '.join(missing)}; or name a "
@@ -86,7 +88,16 @@ _PRESET_ROWS: dict[str, tuple[str, int, int, int, int, int, int, int]] = {
     "llama-13b": ("llama", 40, 5120, 40, 40, 13824, 32000, 4096),  # Llama 2 13B
     "mistral-7b": ("llama", 32, 4096, 32, 8, 14336, 32000, 32768),  # Mistral 7B v0.2
     "qwen2.5-7b": ("qwen2", 28, 3584, 28, 4, 18944, 152064, 32768),  # q/k/v biases
+    # RWKV-5.2 "Eagle" World models (head size 64, the World tokenizer's 65536 tokens), run by
+    # the rwkv backend as bf16 .pth checkpoints; heads = embedding / 64, kv_heads = heads.
+    "rwkv5-tiny": ("rwkv5", 2, 64, 2, 2, 224, 65536, 4096),  # 8 MB of embeddings: tests
+    "rwkv5-0.4b": ("rwkv5", 24, 1024, 16, 16, 3584, 65536, 4096),
+    "rwkv5-1.5b": ("rwkv5", 24, 2048, 32, 32, 7168, 65536, 4096),
+    "rwkv5-3b": ("rwkv5", 32, 2560, 40, 40, 8960, 65536, 4096),
+    "rwkv5-7b": ("rwkv5", 32, 4096, 64, 64, 14336, 65536, 4096),  # Eagle 7B
 }
+# The World tokenizer the rwkv backend uses has exactly this many tokens.
+RWKV_WORLD_VOCAB = 65536
 PRESETS: dict[str, dict[str, Any]] = {
     name: dict(zip((*_SHAPE_KEYS, "context"), row, strict=True))
     for name, row in _PRESET_ROWS.items()
@@ -101,6 +112,10 @@ def resolve_shape(spec: str | SyntheticShape) -> dict[str, Any]:
         v = getattr(shape, k)
         if v is not None:
             out[k] = v
+    if out.get("arch") == "rwkv5":
+        if shape.kv_heads is None:
+            out["kv_heads"] = out["heads"]
+        out.setdefault("vocab", RWKV_WORLD_VOCAB)
     if out["embedding"] % out["heads"]:
         raise SyntheticError(
             f"embedding {out['embedding']} is not a multiple of heads {out['heads']}"
@@ -108,7 +123,16 @@ def resolve_shape(spec: str | SyntheticShape) -> dict[str, Any]:
     if out["heads"] % out["kv_heads"]:
         raise SyntheticError(f"heads {out['heads']} is not a multiple of kv_heads "
                              f"{out['kv_heads']}")
-    if (out["embedding"] // out["heads"]) % 2:
+    if out["arch"] == "rwkv5":
+        if out["kv_heads"] != out["heads"]:
+            raise SyntheticError("an rwkv5 model has no grouped KV heads: give kv_heads equal "
+                                 "to heads (or leave it out)")
+        if out["vocab"] != RWKV_WORLD_VOCAB:
+            raise SyntheticError(
+                f"an rwkv5 model is run with the World tokenizer, so its vocab must be "
+                f"{RWKV_WORLD_VOCAB}, not {out['vocab']}"
+            )
+    elif (out["embedding"] // out["heads"]) % 2:
         raise SyntheticError("the head size (embedding / heads) must be even for RoPE")
     out["seed"] = shape.seed
     overridden = shape.base is not None and any(
@@ -118,8 +142,23 @@ def resolve_shape(spec: str | SyntheticShape) -> dict[str, Any]:
     return out
 
 
+def model_format(shape: dict[str, Any]) -> str:
+    """The format a synthetic shape is written in: an RWKV .pth or a GGUF file."""
+    return "rwkv" if shape["arch"] == "rwkv5" else "gguf"
+
+
+def stored_quant(shape: dict[str, Any]) -> str:
+    """The precision a synthetic model is first written at: F16 GGUF (quantized from there),
+    or bf16 for an RWKV checkpoint, as Eagle's own checkpoints are published."""
+    return "BF16" if shape["arch"] == "rwkv5" else "F16"
+
+
 def n_params(shape: dict[str, Any]) -> int:
     e, f, v, n = shape["embedding"], shape["ff"], shape["vocab"], shape["layers"]
+    if shape["arch"] == "rwkv5":
+        # 5 attention matrices (r k v g o), the FFN's receptance, key and value; 14 vectors
+        # a layer; the embedding, the head and three norms.
+        return n * (6 * e * e + 2 * e * f + 14 * e) + 2 * v * e + 4 * e
     kv = shape["kv_heads"] * (e // shape["heads"])
     per_layer = e * e * 2 + e * kv * 2 + 3 * e * f + 2 * e
     if shape["arch"] == "qwen2":
@@ -141,8 +180,10 @@ def cache_dir() -> Path:
 
 
 def f16_path(shape: dict[str, Any], folder: Path | None = None) -> Path:
-    return (folder or cache_dir()) / f"synthetic-{shape['name']}.s{shape['seed']}.F16." \
-        f"{_key(shape)}.gguf"
+    """The file a shape is first written to (F16 GGUF, or the bf16 .pth of an rwkv5)."""
+    ext = "pth" if model_format(shape) == "rwkv" else "gguf"
+    return (folder or cache_dir()) / f"synthetic-{shape['name']}.s{shape['seed']}." \
+        f"{stored_quant(shape)}.{_key(shape)}.{ext}"
 
 
 def _vocab(n: int) -> tuple[list[bytes], list[float], list[int]]:
@@ -274,7 +315,7 @@ def cached_path(spec: str | SyntheticShape, quant: str) -> Path | None:
     """The built file of a synthetic model at a quantization, if it is in the cache."""
     shape = resolve_shape(spec)
     src = f16_path(shape)
-    if quant.upper() == "F16":
+    if quant.upper() == stored_quant(shape):
         return src if src.is_file() else None
     if not src.is_file():
         return None
@@ -295,6 +336,17 @@ def build(spec: str | SyntheticShape, quant: str = "F16", folder: Path | None = 
     first use (both cached)."""
     shape = resolve_shape(spec)
     src = f16_path(shape, folder)
+    if model_format(shape) == "rwkv":
+        if quant.upper() != stored_quant(shape):
+            raise SyntheticError(
+                f"an rwkv5 synthetic model is one bf16 checkpoint, not {quant}; the rwkv "
+                "backend's strategy ('cpu fp32', 'cuda fp16i8', ...) sets the precision"
+            )
+        if not src.is_file():
+            from bench.backends.rwkv.synthetic import write_pth
+
+            write_pth(shape, src)
+        return src
     if not src.is_file():
         write_f16(shape, src)
     if quant.upper() == "F16":
@@ -316,7 +368,8 @@ def describe(spec: str | SyntheticShape) -> str:
     shape = resolve_shape(spec)
     return (
         f"synthetic {shape['name']}: {shape['arch']}, {shape['layers']} layers, embedding "
-        f"{shape['embedding']}, {shape['heads']} heads ({shape['kv_heads']} KV), ff "
+        f"{shape['embedding']}, {shape['heads']} heads"
+        + ("" if shape["arch"] == "rwkv5" else f" ({shape['kv_heads']} KV)") + ", ff "
         f"{shape['ff']}, vocab {shape['vocab']}, {n_params(shape) / 1e9:.2f} B parameters, "
         f"seed {shape['seed']}"
     )

@@ -65,3 +65,21 @@ def test_one_series_per_model_with_languages_pooled_at_each_depth(tmp_path):
 def test_no_figure_without_two_depths(tmp_path):
     data = summarise(load_runs([make_run(tmp_path, [c for c in CELLS if c[3] == 0])]))
     assert depth_series(data) == {} and plot_depth(data, tmp_path) is None
+
+
+def test_the_runs_table_names_the_bandwidth_each_runs_roofline_divides_by(tmp_path):
+    from bench.report.tables import runs_table
+
+    folder = make_run(tmp_path)
+    plain = runs_table(summarise(load_runs([folder])))
+    row = {r[0]: r[1:] for r in plain.rows}
+    assert row["memory bandwidth"] == ["not measured"]
+    import json
+
+    mf = folder / "manifest.json"
+    manifest = json.loads(mf.read_text())
+    manifest["roofline"] = {"cpu": {"memory": "cpu", "bytes_per_s": 12.34e9, "measured": True,
+                                    "method": "NumPy copy of 512 MiB, best of 3"}, "gpu": None}
+    mf.write_text(json.dumps(manifest))
+    row = {r[0]: r[1:] for r in runs_table(summarise(load_runs([folder]))).rows}
+    assert row["memory bandwidth"] == ["CPU 12.3 GB/s (NumPy copy of 512 MiB, best of 3)"]

@@ -168,3 +168,110 @@ def test_a_7b_shaped_q4_0_runs_end_to_end(tmp_path: Path):
     assert entry["n_params"] == n_params(resolve_shape("llama-7b"))
     assert entry["quant_type"] == "Q4_0"
     assert all(r["model_source"] == "synthetic" and r["roofline_pct"] for r in rows)
+
+
+# -- rwkv5: Eagle-shaped checkpoints for the rwkv backend ------------------------------------
+
+
+def test_an_rwkv5_checkpoint_is_the_shape_the_rwkv_package_detects(tmp_path: Path):
+    pytest.importorskip("torch", reason="rwkv5 synthetic models need torch: bench[rwkv]")
+    import torch
+
+    from bench.backends.rwkv.checkpoint import inspect
+
+    a = build("rwkv5-tiny", "BF16", folder=tmp_path / "a")
+    b = build("rwkv5-tiny", "BF16", folder=tmp_path / "b")
+    assert a.suffix == ".pth" and a.name == b.name and sha256(a) == sha256(b)
+    facts = inspect(a)
+    shape = resolve_shape("rwkv5-tiny")
+    assert facts.version == 5.2  # the package's rules: ln_x, gate, a 2-D time_decay
+    assert (facts.n_layer, facts.n_embd, facts.n_head, facts.n_ffn, facts.n_vocab) == (
+        2, 64, 2, 224, 65536)
+    assert facts.dtype == "bfloat16" and facts.n_params == n_params(shape)
+    wa = torch.load(str(a), weights_only=True)
+    wb = torch.load(str(b), weights_only=True)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    # Random, not the empty space the archive was first written with.
+    assert float(wa["blocks.1.att.key.weight"].float().std()) == pytest.approx(0.02, rel=0.1)
+    assert torch.all(wa["blocks.0.ln1.weight"] == 1)
+    other = build(SyntheticShape(base="rwkv5-tiny", seed=1), "BF16", folder=tmp_path / "c")
+    wc = torch.load(str(other), weights_only=True)
+    assert not torch.equal(wa["head.weight"], wc["head.weight"])
+
+
+def test_the_eagle_7b_preset_has_eagle_7bs_parameter_count():
+    # RWKV-5 World 7B ("Eagle 7B"): 7.52 billion parameters, 32 layers of 4096.
+    shape = resolve_shape("rwkv5-7b")
+    assert (shape["layers"], shape["embedding"], shape["heads"], shape["ff"]) == (
+        32, 4096, 64, 14336)
+    assert n_params(shape) == pytest.approx(7.52e9, rel=0.005)
+
+
+def test_rwkv5_shapes_are_refused_where_the_rwkv_backend_could_not_run_them():
+    base = ("name: s\nmodels:\n  - id: r\n    synthetic: {model}\n{extra}"
+            "backends: [{{name: rwkv}}]\n")
+    with pytest.raises(ConfigError, match="takes no 'quants'"):
+        loads_config(base.format(model="rwkv5-tiny", extra="    quants: [Q4_0]\n"))
+    with pytest.raises(ConfigError, match="World tokenizer, so its vocab must be 65536"):
+        loads_config(base.format(model="{base: rwkv5-tiny, vocab: 1000}", extra=""))
+    with pytest.raises(ConfigError, match="no grouped KV heads"):
+        loads_config(base.format(model="{base: rwkv5-tiny, kv_heads: 1}", extra=""))
+    # An explicit shape needs no kv_heads or vocab: heads and the World vocabulary.
+    loaded = loads_config(base.format(
+        model="{arch: rwkv5, layers: 2, embedding: 64, heads: 2, ff: 224}", extra=""))
+    (cell,) = expand(loaded.config)  # paired with the rwkv backend, stored as BF16
+    assert cell.backend == "rwkv" and cell.variant.quant == "BF16"
+
+
+@pytest.mark.slow
+def test_a_synthetic_rwkv5_runs_end_to_end_with_a_roofline_and_no_quality(
+        cache: Path, tmp_path: Path):
+    pytest.importorskip("rwkv", reason="the rwkv extra is not installed: pip install 'bench[rwkv]'")
+    from bench.cli import main
+    from bench.results import load_run
+
+    cfg = tmp_path / "eagle.yaml"
+    cfg.write_text(
+        "name: eagle-shape\nmodels:\n  - {id: eagle-tiny, synthetic: rwkv5-tiny}\n"
+        "  - {id: llama-tiny, synthetic: tiny}\n"
+        "backends:\n  - {name: rwkv, strategy: cpu fp32, n_threads: 1}\n"
+        "  - {name: llama-cpp, n_threads: 1, n_ctx: 256}\n"
+        "workload: {prompt_tokens: 16, gen_tokens: 8}\ntrials: {warmup: 1, repeat: 2}\n"
+        "quality: {texts: heldout}\nenergy: {meters: [estimate], idle_s: 0}\n"
+    )
+    out = tmp_path / "results"
+    assert main(["run", str(cfg), "--out", str(out)]) == 0
+    (folder,) = [p for p in out.iterdir() if p.is_dir()]
+    run = load_run(folder)
+    rows = [r for r in run.trials if not r["warmup"]]
+    # Each synthetic model pairs only with the engine that runs its format.
+    assert sorted({(r["model"], r["backend"]) for r in rows}) == [
+        ("eagle-tiny", "rwkv"), ("llama-tiny", "llama-cpp")]
+    for r in rows:
+        assert r["status"] == "ok" and r["model_source"] == "synthetic", r
+        assert r["roofline_pct"] > 0 and r["roofline_method"], r
+    entry = run.manifest["models"]["eagle-tiny"]
+    assert entry["rwkv_version"] == "5.2" and entry["quant"] == "BF16"
+    assert not run.table("quality")  # random weights: no quality figure for either model
+
+
+@pytest.mark.slow
+@pytest.mark.slow7b
+def test_an_eagle_7b_shaped_rwkv5_runs_end_to_end(tmp_path: Path):
+    # The real cache: a 15.0 GB bf16 checkpoint written once; 'cpu bf16' holds ~16 GB in RAM.
+    pytest.importorskip("rwkv", reason="the rwkv extra is not installed: pip install 'bench[rwkv]'")
+    from bench.runner import Runner
+
+    loaded = loads_config(
+        "name: eagle\nmodels:\n  - {id: eagle-7b, synthetic: rwkv5-7b}\n"
+        "backends:\n  - {name: rwkv, strategy: cpu bf16}\n"
+        "workload: {prompt_tokens: 16, gen_tokens: 4}\ntrials: {warmup: 1, repeat: 1}\n"
+        "energy: {meters: [estimate], idle_s: 0}\n"
+    )
+    outcome = Runner(loaded, expand(loaded.config), tmp_path).run()
+    rows = [r for r in outcome.trials if not r["warmup"]]
+    assert rows and all(r["status"] == "ok" for r in rows), rows
+    (entry,) = outcome.manifest["models"].values()
+    assert entry["n_params"] == n_params(resolve_shape("rwkv5-7b"))
+    assert entry["rwkv_version"] == "5.2" and entry["dtype"] == "bfloat16"
+    assert all(r["model_source"] == "synthetic" and r["roofline_pct"] for r in rows)

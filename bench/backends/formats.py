@@ -20,6 +20,11 @@ def model_format(spec: Any) -> str:
     hf, else gguf."""
     if getattr(spec, "format", None):
         return str(spec.format)
+    if getattr(spec, "synthetic", None) is not None:
+        from bench.synthetic import model_format as synthetic_format
+        from bench.synthetic import resolve_shape
+
+        return synthetic_format(resolve_shape(spec.synthetic))
     name = spec.path or spec.file or ""
     if name.endswith(".pth"):
         return "rwkv"

@@ -179,6 +179,7 @@ def runs_table(data: ReportData) -> Table:
             "machine": r.machine_label,
             "machine id": r.machine_id,
             "energy": energy,
+            "memory bandwidth": _bandwidth(m),
             "cells": str(len(m.get("cells") or [])),
             "validity": "; ".join(f.text for f in r.flags) or "no flags",
         })
@@ -193,6 +194,17 @@ def runs_table(data: ReportData) -> Table:
     t.flagged |= {i for i, row in enumerate(t.rows)
                   if row[0] == "validity" and any(v != "no flags" for v in row[1:])}
     return t
+
+
+def _bandwidth(manifest: dict[str, Any]) -> str:
+    """The bandwidth the run's % roofline divides by, with how it was obtained."""
+    bw = manifest.get("roofline") or {}
+    parts = [
+        f"{mem.upper()} {b['bytes_per_s'] / 1e9:.1f} GB/s "
+        f"({b.get('method') or 'method not recorded'})"
+        for mem in ("cpu", "gpu") if isinstance(b := bw.get(mem), dict) and b.get("bytes_per_s")
+    ]
+    return "; ".join(parts) or "not measured"
 
 
 def _gb(v: Any) -> str:
