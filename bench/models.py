@@ -121,7 +121,14 @@ def locate(variant: ModelVariant) -> Located:
 
 
 def _locate_synthetic(variant: ModelVariant) -> Located:
-    from bench.synthetic import SyntheticError, cached_path, describe
+    from bench.synthetic import (
+        SyntheticError,
+        cached_path,
+        describe,
+        n_params,
+        resolve_shape,
+        stored_quant,
+    )
 
     assert variant.spec.synthetic is not None
     try:
@@ -132,8 +139,12 @@ def _locate_synthetic(variant: ModelVariant) -> Located:
     if path is not None:
         return Located(variant, path, _size(path),
                        _check_local(path, model_format(variant.spec), "synthetic model file"))
+    # At the stored precision (F16 GGUF, an RWKV's bf16) the file is two bytes a parameter, so
+    # the time estimate can size it before it exists; a quantized level's size is not known.
+    shape = resolve_shape(variant.spec.synthetic)
+    size = 2 * n_params(shape) if variant.quant.upper() == stored_quant(shape) else None
     return Located(
-        variant, None, None,
+        variant, None, size,
         f"{what} at {variant.quant} is written to the cache on first use",
         downloadable=True,
     )

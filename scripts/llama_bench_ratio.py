@@ -203,6 +203,8 @@ def one_pair(
     repack = not a.no_repack
 
     def ours() -> dict[str, Any]:
+        if a.control:  # llama-bench in bench's place: what identical runs differ by here
+            return dict(run_llama_bench(exe, env, model, t, fa, a.prompt, a.gen, a.reps, repack))
         return run_bench(model, t, fa, a.prompt, a.gen, a.reps, repack, tmp, a.meters)
 
     def theirs() -> dict[str, float]:
@@ -239,6 +241,18 @@ def ratio_ci(values: list[float]) -> str:
     return f"{math.exp(s.mean):.3f} [{math.exp(s.lo):.3f}, {math.exp(s.hi):.3f}]"
 
 
+def pairs_needed(values: list[float], half_width: float = 0.01) -> str:
+    """About how many pairs would bring the 95% interval of the geometric-mean ratio to
+    +-half_width on this machine, from the spread of these pairs' log ratios."""
+    import math
+
+    if len(values) < 3:
+        return "n/a"
+    sd = statistics.stdev(math.log(v) for v in values)
+    n = math.ceil((1.96 * sd / math.log1p(half_width)) ** 2)
+    return f"{sd * 100:.1f}% per pair; ~{max(n, len(values))} pairs for +-1%"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, help="GGUF file (default: SmolLM2-135M Q4_1)")
@@ -258,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--meters", choices=["auto", "none"], default="auto",
                     help="bench's energy meters (default auto, as a user runs it; none shows "
                     "what the meters cost)")
+    ap.add_argument("--control", action="store_true",
+                    help="llama-bench against itself in the same alternating pairs: the "
+                    "spread identical runs show on this machine, the finest difference a "
+                    "bench ratio can be resolved to here")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--build-only", action="store_true")
     ap.add_argument("--json", type=Path, help="also write every pair here")
@@ -292,15 +310,20 @@ def main(argv: list[str] | None = None) -> int:
              "decode ratio", "prefill ratio", spread),
             ("\ngeometric mean ratio [95% CI] (a ratio proven >= 0.99 has its lower end there)",
              "decode", "prefill", ratio_ci),
+            ("\nspread of the log ratios, and the pairs a +-1% interval would take here",
+             "decode", "prefill", pairs_needed),
         ]
+        if a.control:
+            print("\ncontrol: llama-bench / llama-bench (identical runs); a ratio far from 1 "
+                  "or a wide interval is this machine's noise, not a harness")
         for title, left, right, stat in tables:
             print(title)
-            print(f"{'threads':>7} {'fa':>4} {left:>24} {right:>24}")
+            print(f"{'threads':>7} {'fa':>4} {left:>40} {right:>40}")
             for t in threads:
                 for fa in fas:
                     sel = [p for p in pairs if p["threads"] == t and p["flash_attn"] == fa]
-                    print(f"{t:>7} {fa:>4} {stat([p['decode_ratio'] for p in sel]):>24} "
-                          f"{stat([p['prefill_ratio'] for p in sel]):>24}")
+                    print(f"{t:>7} {fa:>4} {stat([p['decode_ratio'] for p in sel]):>40} "
+                          f"{stat([p['prefill_ratio'] for p in sel]):>40}")
         if a.json:
             a.json.write_text(json.dumps(pairs, indent=2) + "\n")
     except ScriptError as e:

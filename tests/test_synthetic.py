@@ -113,6 +113,8 @@ def test_dry_run_location_says_the_file_is_written_on_first_use(cache: Path):
     (variant,) = model_variants(loaded.config.models[0])
     loc = locate(variant)
     assert not loc.ok and loc.downloadable and "first use" in (loc.problem or "")
+    # Sized before it exists (two bytes a parameter at F16), for the run's time estimate.
+    assert loc.size_bytes == 2 * n_params(resolve_shape("tiny"))
     path = fetch(variant)
     assert path is not None and path.is_relative_to(cache)
     assert locate(variant).ok and locate(variant).path == path
