@@ -89,7 +89,8 @@ _LO: dict[str, Any] = {"direction": "lower"}
 _MACHINE: tuple[Column, ...] = (
     _c("machine", "str", "the machine's name: the fleet worker's name, else the hostname"),
     _c("machine_id", "str", "16 hex: fingerprint of what decides performance (CPU model and "
-       "cores, RAM in GiB, OS, architecture); runs compare only when it matches"),
+       "cores, RAM in GiB, OS, architecture, NVIDIA GPU models); runs compare only when it "
+       "matches"),
 )
 
 PARAM_COLUMNS: tuple[Column, ...] = (

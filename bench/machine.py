@@ -56,9 +56,33 @@ def machine_facts() -> dict[str, Any]:
         "ram_bytes": psutil.virtual_memory().total,
         "cpu_governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
         "virtualized": _virtualized(),
+        "gpus": nvidia_gpus(),
     }
     facts["id"] = machine_id(facts)
     return facts
+
+
+NVIDIA_PROC = Path("/proc/driver/nvidia/gpus")
+
+
+def nvidia_gpus(root: Path = NVIDIA_PROC) -> list[str]:
+    """The NVIDIA GPUs' model names, from the driver's own procfs files (one folder per GPU,
+    its `information` file with a `Model:` line): no library, no driver call, so a machine
+    without NVIDIA has an empty list at no cost. Part of the fingerprint: the same CPU with
+    another GPU is another machine."""
+    names = []
+    try:
+        folders = sorted(p for p in root.iterdir() if p.is_dir())
+    except OSError:
+        return []
+    for folder in folders:
+        text = _read(str(folder / "information")) or ""
+        for line in text.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "Model" and value.strip():
+                names.append(value.strip())
+                break
+    return names
 
 
 def _virtualized() -> bool | None:
