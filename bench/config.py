@@ -136,7 +136,24 @@ class ModelSpec(StrictModel):
 
             # The whole shape is checked here (SyntheticError is a ValueError), so the sweep,
             # --dry-run and the run see only shapes that can be built.
-            if model_format(resolve_shape(self.synthetic)) == "rwkv" and self.quants:
+            shape = resolve_shape(self.synthetic)
+            native = model_format(shape)
+            if self.format is not None and self.format != model_format(shape, self.format):
+                raise ValueError(
+                    f"a synthetic {shape['arch']} model is written as {native}, not "
+                    f"{self.format}; drop 'format'"
+                )
+            if self.format == "rwkv" and native != "rwkv":
+                raise ValueError(
+                    f"a synthetic {shape['arch']} model is a GGUF file or, with format: hf, a "
+                    "Hugging Face folder; the rwkv backend runs the rwkv5 shapes"
+                )
+            if self.format == "hf" and self.quants:
+                raise ValueError(
+                    "a format: hf synthetic model is one float16 folder and takes no "
+                    "'quants'; the transformers backend's dtype sets its precision"
+                )
+            if native == "rwkv" and self.quants:
                 raise ValueError(
                     "an rwkv5 synthetic model is one bf16 checkpoint and takes no 'quants'; "
                     "the rwkv backend's strategy ('cpu fp32', 'cuda fp16i8', ...) sets its "

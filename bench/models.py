@@ -132,7 +132,7 @@ def _locate_synthetic(variant: ModelVariant) -> Located:
 
     assert variant.spec.synthetic is not None
     try:
-        path = cached_path(variant.spec.synthetic, variant.quant)
+        path = cached_path(variant.spec.synthetic, variant.quant, model_format(variant.spec))
         what = describe(variant.spec.synthetic)
     except SyntheticError as e:
         return Located(variant, None, None, f"model {variant.spec.id!r}: {e}")
@@ -447,7 +447,7 @@ def fetch(variant: ModelVariant) -> Path | None:
         from bench.synthetic import SyntheticError, build
 
         try:
-            return build(spec.synthetic, variant.quant)
+            return build(spec.synthetic, variant.quant, fmt=model_format(spec))
         except (SyntheticError, OSError) as e:
             raise ModelError(f"could not build {spec.id} {variant.quant}: {e}") from None
     if not loc.downloadable or spec.repo is None:

@@ -142,9 +142,12 @@ def resolve_shape(spec: str | SyntheticShape) -> dict[str, Any]:
     return out
 
 
-def model_format(shape: dict[str, Any]) -> str:
-    """The format a synthetic shape is written in: an RWKV .pth or a GGUF file."""
-    return "rwkv" if shape["arch"] == "rwkv5" else "gguf"
+def model_format(shape: dict[str, Any], fmt: str | None = None) -> str:
+    """The format a synthetic shape is written in: an RWKV .pth for rwkv5; for a transformer
+    a GGUF file, or the Hugging Face folder the transformers backend loads (`format: hf`)."""
+    if shape["arch"] == "rwkv5":
+        return "rwkv"
+    return fmt or "gguf"
 
 
 def stored_quant(shape: dict[str, Any]) -> str:
@@ -179,11 +182,13 @@ def cache_dir() -> Path:
     return base / "bench" / "synthetic"
 
 
-def f16_path(shape: dict[str, Any], folder: Path | None = None) -> Path:
-    """The file a shape is first written to (F16 GGUF, or the bf16 .pth of an rwkv5)."""
-    ext = "pth" if model_format(shape) == "rwkv" else "gguf"
+def f16_path(shape: dict[str, Any], folder: Path | None = None, fmt: str | None = None) -> Path:
+    """The file a shape is first written to: the F16 GGUF, the bf16 .pth of an rwkv5, or the
+    F16 Hugging Face folder (`fmt` "hf")."""
+    fmt = model_format(shape, fmt)
+    ext = {"rwkv": ".pth", "hf": "-hf"}.get(fmt, ".gguf")
     return (folder or cache_dir()) / f"synthetic-{shape['name']}.s{shape['seed']}." \
-        f"{stored_quant(shape)}.{_key(shape)}.{ext}"
+        f"{stored_quant(shape)}.{_key(shape)}{ext}"
 
 
 def _vocab(n: int) -> tuple[list[bytes], list[float], list[int]]:
@@ -311,10 +316,12 @@ def write_f16(shape: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def cached_path(spec: str | SyntheticShape, quant: str) -> Path | None:
-    """The built file of a synthetic model at a quantization, if it is in the cache."""
+def cached_path(spec: str | SyntheticShape, quant: str, fmt: str | None = None) -> Path | None:
+    """The built file (or folder) of a synthetic model at a quantization, if it is cached."""
     shape = resolve_shape(spec)
-    src = f16_path(shape)
+    src = f16_path(shape, fmt=fmt)
+    if model_format(shape, fmt) == "hf":
+        return src if (src / "model.safetensors").is_file() else None
     if quant.upper() == stored_quant(shape):
         return src if src.is_file() else None
     if not src.is_file():
@@ -331,12 +338,24 @@ def _quant_marker(src: Path, quant: str) -> Path:
     return src.with_name(f"{src.stem}.{quant.upper()}.path")
 
 
-def build(spec: str | SyntheticShape, quant: str = "F16", folder: Path | None = None) -> Path:
+def build(spec: str | SyntheticShape, quant: str = "F16", folder: Path | None = None,
+          fmt: str | None = None) -> Path:
     """The path of a synthetic model at `quant`, writing the F16 file and quantizing it on
-    first use (both cached)."""
+    first use (both cached); `fmt` "hf" writes a Hugging Face folder instead of GGUF."""
     shape = resolve_shape(spec)
-    src = f16_path(shape, folder)
-    if model_format(shape) == "rwkv":
+    src = f16_path(shape, folder, fmt)
+    if model_format(shape, fmt) == "hf":
+        if quant.upper() != "F16":
+            raise SyntheticError(
+                f"a format: hf synthetic model is one float16 folder, not {quant}; the "
+                "transformers backend's dtype sets the precision"
+            )
+        if not (src / "model.safetensors").is_file():
+            from bench.backends.transformers.synthetic import write_folder
+
+            write_folder(shape, src)
+        return src
+    if model_format(shape, fmt) == "rwkv":
         if quant.upper() != stored_quant(shape):
             raise SyntheticError(
                 f"an rwkv5 synthetic model is one bf16 checkpoint, not {quant}; the rwkv "

@@ -226,18 +226,21 @@ def test_rwkv5_shapes_are_refused_where_the_rwkv_backend_could_not_run_them():
 
 
 @pytest.mark.slow
-def test_a_synthetic_rwkv5_runs_end_to_end_with_a_roofline_and_no_quality(
+def test_synthetic_models_run_on_all_three_engines_with_a_roofline_and_no_quality(
         cache: Path, tmp_path: Path):
     pytest.importorskip("rwkv", reason="the rwkv extra is not installed: pip install 'bench[rwkv]'")
+    pytest.importorskip("transformers", reason="pip install 'bench[transformers]'")
     from bench.cli import main
     from bench.results import load_run
 
-    cfg = tmp_path / "eagle.yaml"
+    cfg = tmp_path / "engines.yaml"
     cfg.write_text(
-        "name: eagle-shape\nmodels:\n  - {id: eagle-tiny, synthetic: rwkv5-tiny}\n"
+        "name: shapes\nmodels:\n  - {id: eagle-tiny, synthetic: rwkv5-tiny}\n"
         "  - {id: llama-tiny, synthetic: tiny}\n"
+        "  - {id: llama-tiny-hf, synthetic: tiny, format: hf}\n"
         "backends:\n  - {name: rwkv, strategy: cpu fp32, n_threads: 1}\n"
         "  - {name: llama-cpp, n_threads: 1, n_ctx: 256}\n"
+        "  - {name: transformers, device: cpu, n_threads: 1}\n"
         "workload: {prompt_tokens: 16, gen_tokens: 8}\ntrials: {warmup: 1, repeat: 2}\n"
         "quality: {texts: heldout}\nenergy: {meters: [estimate], idle_s: 0}\n"
     )
@@ -248,13 +251,62 @@ def test_a_synthetic_rwkv5_runs_end_to_end_with_a_roofline_and_no_quality(
     rows = [r for r in run.trials if not r["warmup"]]
     # Each synthetic model pairs only with the engine that runs its format.
     assert sorted({(r["model"], r["backend"]) for r in rows}) == [
-        ("eagle-tiny", "rwkv"), ("llama-tiny", "llama-cpp")]
+        ("eagle-tiny", "rwkv"), ("llama-tiny", "llama-cpp"), ("llama-tiny-hf", "transformers")]
     for r in rows:
         assert r["status"] == "ok" and r["model_source"] == "synthetic", r
         assert r["roofline_pct"] > 0 and r["roofline_method"], r
-    entry = run.manifest["models"]["eagle-tiny"]
-    assert entry["rwkv_version"] == "5.2" and entry["quant"] == "BF16"
-    assert not run.table("quality")  # random weights: no quality figure for either model
+    models = run.manifest["models"]
+    assert models["eagle-tiny"]["rwkv_version"] == "5.2" and models["eagle-tiny"]["quant"] == "BF16"
+    assert models["llama-tiny-hf"]["hf_architecture"] == "LlamaForCausalLM"
+    # The GGUF and the folder are the same shape: the same parameter count.
+    assert models["llama-tiny-hf"]["n_params"] == models["llama-tiny"]["n_params"] == n_params(
+        resolve_shape("tiny"))
+    assert not run.table("quality")  # random weights: no quality figure for any of them
+
+
+# -- format: hf: a Hugging Face folder for the transformers backend ---------------------------
+
+
+def test_an_hf_folder_loads_offline_and_tokenizes_any_text(tmp_path: Path):
+    pytest.importorskip("transformers", reason="pip install 'bench[transformers]'")
+    from transformers import AutoConfig, AutoTokenizer
+
+    a = build("tiny", "F16", folder=tmp_path / "a", fmt="hf")
+    b = build("tiny", "F16", folder=tmp_path / "b", fmt="hf")
+    assert a.is_dir() and a.name == b.name and a.name.endswith("-hf")
+    for f in ("config.json", "model.safetensors", "tokenizer.json"):
+        assert sha256(a / f) == sha256(b / f), f  # the same folder on any machine
+    cfg = AutoConfig.from_pretrained(a)
+    shape = resolve_shape("tiny")
+    assert (cfg.model_type, cfg.num_hidden_layers, cfg.hidden_size, cfg.num_key_value_heads,
+            cfg.vocab_size) == ("llama", 2, 64, 2, 512)
+    tok = AutoTokenizer.from_pretrained(a)
+    ids = tok("Grüße, 世界 and the river")["input_ids"]
+    assert ids[0] == 1 and max(ids) < shape["vocab"]  # BOS first; byte fallback covers all
+    assert tok.decode(ids[1:]) == "Grüße, 世界 and the river"
+    from safetensors import safe_open
+
+    with safe_open(str(a / "model.safetensors"), "np") as f:
+        total = sum(f.get_slice(k).get_shape()[0] * (
+            f.get_slice(k).get_shape()[1] if len(f.get_slice(k).get_shape()) > 1 else 1)
+            for k in f.keys())
+        q = f.get_tensor("model.layers.0.self_attn.q_proj.weight")
+    assert total == n_params(shape)
+    assert q.dtype.name == "float16" and abs(float(q.std()) - 0.02) < 0.002  # random, N(0, .02)
+
+
+def test_format_hf_is_refused_where_it_cannot_be_built():
+    base = ("name: s\nmodels:\n  - id: r\n    synthetic: {model}\n{extra}"
+            "backends: [{{name: transformers}}]\n")
+    with pytest.raises(ConfigError, match="one float16 folder and takes no 'quants'"):
+        loads_config(base.format(model="tiny", extra="    format: hf\n    quants: [Q4_0]\n"))
+    with pytest.raises(ConfigError, match="written as rwkv, not hf"):
+        loads_config(base.format(model="rwkv5-tiny", extra="    format: hf\n"))
+    with pytest.raises(ConfigError, match="the rwkv backend runs the rwkv5 shapes"):
+        loads_config(base.format(model="tiny", extra="    format: rwkv\n"))
+    loaded = loads_config(base.format(model="tiny", extra="    format: hf\n"))
+    (cell,) = expand(loaded.config)
+    assert cell.backend == "transformers" and cell.variant.quant == "F16"
 
 
 @pytest.mark.slow
