@@ -90,7 +90,8 @@ _MACHINE: tuple[Column, ...] = (
     _c("machine", "str", "the machine's name: the fleet worker's name, else the hostname"),
     _c("machine_id", "str", "16 hex: fingerprint of what decides performance (CPU model and "
        "cores, RAM in GiB, OS, architecture, NVIDIA GPU models); runs compare only when it "
-       "matches"),
+       "matches. A machine with an NVIDIA GPU got a new id when its GPUs joined the "
+       "fingerprint: its earlier runs count as another machine's"),
 )
 
 PARAM_COLUMNS: tuple[Column, ...] = (
@@ -168,8 +169,8 @@ TRIALS: tuple[Column, ...] = (
     _c("model_source", "str", '"synthetic" for a model of random weights (bench.synthetic: '
        'speed and energy only, never quality), else the source kind'),
     _c("roofline_tps", "float", "decode bound at batch 1: measured memory bandwidth / bytes "
-       "read per token (weights + KV cache at the decode phase's mean context; "
-       "docs/speed.md)", unit="tokens/s", label="bound t/s"),
+       "read per token (weights + KV cache at the decode phase's mean context, or + a "
+       "recurrent model's state; docs/speed.md)", unit="tokens/s", label="bound t/s"),
     _c("roofline_pct", "float", "decode t/s as a percentage of roofline_tps", unit="%",
        label="% of roofline"),
     _c("roofline_bytes_per_token", "float", "bytes read per generated token in that bound",

@@ -33,6 +33,7 @@ __all__ = [
 
 # Bump when the bytes written for a shape and seed change: it is part of the cache key.
 GENERATOR_VERSION = 1
+RWKV_WRITER_VERSION = 2
 
 QUALITY_REFUSAL = (
     "quality: {model} skipped: it is a synthetic model with random weights, so bits per byte, "
@@ -172,6 +173,10 @@ def n_params(shape: dict[str, Any]) -> int:
 def _key(shape: dict[str, Any]) -> str:
     body = {k: shape[k] for k in (*_SHAPE_KEYS, "context", "seed")}
     body["generator"] = GENERATOR_VERSION
+    if shape["arch"] == "rwkv5":
+        # The .pth writer's own version (2: record names without a PID, CRCs written in), so
+        # a change there does not rebuild every cached GGUF.
+        body["rwkv_writer"] = RWKV_WRITER_VERSION
     canon = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canon.encode()).hexdigest()[:12]
 

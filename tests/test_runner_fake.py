@@ -380,3 +380,29 @@ def test_a_backend_without_typed_settings_is_refused_when_it_is_defined():
     with pytest.raises(TypeError, match="neither cell_type nor cell_settings"):
         class Untyped(base.Backend):  # noqa: F841 - defining it is the test
             name = "untyped"
+
+
+@pytest.mark.parametrize("isolate", [True, False])
+def test_a_session_that_cannot_say_its_bytes_leaves_the_roofline_empty_and_says_why(
+        tmp_path, monkeypatch, isolate):
+    monkeypatch.setenv("BENCH_FAKE_PLAN", json.dumps({"decode_reads": "raise"}))
+    out = run(tmp_path, config(tmp_path, gen="3", isolate=isolate))
+    rows = load_run(out.folder).trials
+    assert [r["status"] for r in rows] == ["ok"] * 3  # the trials stand
+    for r in rows:
+        assert r["roofline_pct"] is None and r["roofline_method"] is None
+        assert "the engine could not say what a token reads (RuntimeError: the fake engine " \
+            "keeps no weights to count)" in r["roofline_note"]
+
+
+def test_a_sessions_bytes_per_token_make_the_roofline_with_the_runs_bandwidth(tmp_path,
+                                                                                 monkeypatch):
+    monkeypatch.setenv("BENCH_FAKE_PLAN", json.dumps({"decode_reads": 10**8}))
+    out = run(tmp_path, config(tmp_path, gen="3"))
+    r = load_run(out.folder)
+    bw = r.manifest["roofline"]["cpu"]["bytes_per_s"]
+    for row in r.trials:
+        assert row["roofline_bytes_per_token"] == 1e8
+        assert row["roofline_method"] == "the fake engine's planned bytes"
+        assert row["roofline_tps"] == pytest.approx(bw / 1e8)
+        assert row["roofline_pct"] == pytest.approx(100 * row["decode_tps"] / (bw / 1e8))

@@ -184,6 +184,21 @@ def test_an_rwkv5_checkpoint_is_the_shape_the_rwkv_package_detects(tmp_path: Pat
     a = build("rwkv5-tiny", "BF16", folder=tmp_path / "a")
     b = build("rwkv5-tiny", "BF16", folder=tmp_path / "b")
     assert a.suffix == ".pth" and a.name == b.name and sha256(a) == sha256(b)
+    # Another process writes the same bytes (torch names records after the file, not a PID).
+    import subprocess
+    import sys
+
+    c = tmp_path / "c"
+    subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
+                    "from bench.synthetic import build; build('rwkv5-tiny', 'BF16', "
+                    "folder=Path(sys.argv[1]))", str(c)], check=True)
+    assert sha256(c / a.name) == sha256(a)
+    # A valid zip: every record's CRC matches the values filled in after torch.save.
+    import zipfile
+
+    with zipfile.ZipFile(a) as z:
+        assert z.testzip() is None
+    assert not list(tmp_path.glob("*/.*.tmp"))  # no temporary folder left behind
     facts = inspect(a)
     shape = resolve_shape("rwkv5-tiny")
     assert facts.version == 5.2  # the package's rules: ln_x, gate, a 2-D time_decay

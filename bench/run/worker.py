@@ -91,6 +91,7 @@ class GroupWorker:
         self.cell_keys: dict[str, str] = {}
         # The session whose DecodeReads were asked, and its answer (once per load).
         self._reads: tuple[Session | None, DecodeReads | None] = (None, None)
+        self._reads_error: str | None = None
 
     def run(self) -> None:
         if self._given_meters is not None:
@@ -281,8 +282,15 @@ class GroupWorker:
         if isinstance(session, ReportsDecodeReads) and row["status"] == "ok":
             # What a decoded token reads as the engine holds the weights (bench.roofline).
             if self._reads[0] is not session:
-                self._reads = (session, session.decode_reads())
+                try:
+                    self._reads = (session, session.decode_reads())
+                except Exception as e:  # noqa: BLE001 - a figure, not the trial: say why
+                    self._reads = (session, None)
+                    self._reads_error = f"{type(e).__name__}: {e}"
             reads = self._reads[1]
+            if reads is None and self._reads_error:
+                row["roofline_note"] = (f"the engine could not say what a token reads "
+                                        f"({self._reads_error})")
             if reads is not None:
                 row.update(roofline.reads_columns(
                     reads, int(row.get("n_prompt") or 0), int(row.get("n_gen") or 0),

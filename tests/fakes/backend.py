@@ -12,7 +12,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.backends.base import Backend, BackendError, Edge, Prompt, Session, Trace
+from bench.backends.base import (
+    Backend,
+    BackendError,
+    DecodeReads,
+    Edge,
+    Prompt,
+    Session,
+    Trace,
+)
 from bench.backends.llama_cpp.config import LlamaCppCell
 from bench.redact import register_secret
 
@@ -73,6 +81,16 @@ class FakeSession(Session):
 
     def detokenize(self, token_ids: list[int]) -> str:
         return " ".join(f"w{t}" for t in token_ids)
+
+    def decode_reads(self) -> DecodeReads | None:
+        """What the plan's "decode_reads" says: "raise" (an engine that cannot tell), a
+        number of bytes per token (a CPU session that can), or nothing (None)."""
+        step = plan().get("decode_reads")
+        if step == "raise":
+            raise RuntimeError("the fake engine keeps no weights to count")
+        if step is None:
+            return None
+        return DecodeReads(int(step), None, 0, "cpu", "the fake engine's planned bytes")
 
     def close(self) -> None:
         self.closed = True

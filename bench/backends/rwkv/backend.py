@@ -202,6 +202,7 @@ class RwkvSession(Session):
         # The state a token reads and writes: the one a forward from nothing returns.
         with self.torch.no_grad():
             _, state = self.model.forward([0], None)
+        self.sync()  # on a GPU: finished before the next trial's clock starts
         state_bytes = sum(t.numel() * t.element_size() for t in state if hasattr(t, "numel"))
         return DecodeReads(
             weight_bytes_per_token=int(per_token),

@@ -129,7 +129,12 @@ def write_folder(shape: dict[str, Any], folder: Path) -> Path:
         (tmp / "config.json").write_text(json.dumps(config(shape), indent=1) + "\n")
         _write_tokenizer(shape, tmp)
         _write_safetensors(shape, tmp / "model.safetensors")
-        os.replace(tmp, folder)
+        try:
+            os.replace(tmp, folder)
+        except OSError:
+            # Another process sharing the cache finished the same folder first.
+            if not (folder / "model.safetensors").is_file():
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
