@@ -120,6 +120,21 @@ def test_dry_run_location_says_the_file_is_written_on_first_use(cache: Path):
     assert locate(variant).ok and locate(variant).path == path
 
 
+def test_dry_run_says_a_synthetic_model_is_written_here_with_its_size_not_fetched(
+        cache: Path, tmp_path: Path, capsys):
+    from bench.cli import main
+
+    cfg = tmp_path / "syn.yaml"
+    cfg.write_text(CONFIG.format(model="llama-7b", quants=""))
+    assert main(["run", str(cfg), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    size = 2 * n_params(resolve_shape("llama-7b"))
+    assert f"written to the cache on first use ({size / 1e9:.1f} GB)" in out
+    assert "synthetic model(s) not written yet; `bench run` writes them" in out
+    assert "Hub" not in out.split("estimated duration")[0]  # nothing to download
+    assert not cache.exists()  # a dry run writes nothing
+
+
 def test_quality_is_refused_for_synthetic_models_with_a_sentence(cache: Path):
     from bench.quality_phase import run_quality
 

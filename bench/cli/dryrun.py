@@ -35,10 +35,16 @@ def dry_run(
         f"{cfg.trials.warmup} warm-up + {cfg.trials.max_repeat} trials each (config valid)"
     )
     missing: set[str] = set()
+    synthetic: set[str] = set()
     for group in groups(cells):
         loc = locate(group[0].variant)
         if loc.ok:
             state = f"[green]local[/] {escape(str(loc.path))} ({_size(loc.size_bytes)})"
+        elif group[0].variant.spec.synthetic is not None:
+            # Written here on first use: nothing to ask the Hub; its size is known already.
+            synthetic.add(group[0].variant.key)
+            known = f" ({_size(loc.size_bytes)})" if loc.size_bytes else ""
+            state = f"[yellow]not local[/]: {escape(str(loc.problem))}{escape(known)}"
         else:
             missing.add(group[0].variant.key)
             size = remote_size(group[0].variant) if online and loc.downloadable else None
@@ -52,6 +58,11 @@ def dry_run(
     if missing:
         console.print(
             f"{len(missing)} model file(s) not local yet; `bench run` fetches Hub models"
+        )
+    if synthetic:
+        console.print(
+            f"{len(synthetic)} synthetic model(s) not written yet; `bench run` writes them to "
+            "the cache first (minutes for a 7B shape)"
         )
     p = plan(cells, cfg, results)
     n_trials = len(cells) * p.trials_per_cell
