@@ -131,6 +131,11 @@ def test_dry_run_says_a_synthetic_model_is_written_here_with_its_size_not_fetche
     size = 2 * n_params(resolve_shape("llama-7b"))
     assert f"written to the cache on first use ({size / 1e9:.1f} GB)" in out
     assert "synthetic model(s) not written yet; `bench run` writes them" in out
+    # The estimate counts writing it once, at the assumed rate it names.
+    from bench.cli.estimate import SYNTHETIC_WRITE_BPS, duration
+
+    assert (f"({duration(size / SYNTHETIC_WRITE_BPS)} of it writing synthetic models at an "
+            f"assumed {SYNTHETIC_WRITE_BPS / 1e6:.0f} MB/s)") in " ".join(out.split())
     assert "Hub" not in out.split("estimated duration")[0]  # nothing to download
     assert not cache.exists()  # a dry run writes nothing
 

@@ -25,7 +25,7 @@ def dry_run(
     console: Console, loaded: Any, cells: list[Any], online: bool = False,
     results: Path | None = None,
 ) -> int:
-    from bench.cli.estimate import duration, plan
+    from bench.cli.estimate import SYNTHETIC_WRITE_BPS, duration, plan
     from bench.models import locate, remote_size
     from bench.sweep import groups
 
@@ -68,7 +68,10 @@ def dry_run(
     n_trials = len(cells) * p.trials_per_cell
     console.print(
         f"estimated duration: about {duration(p.total_s)} (a rough estimate: {n_trials} trials' "
-        f"tokens at {p.how}, plus {duration(p.load_s)} of model loads and "
+        f"tokens at {p.how}, plus {duration(p.load_s)} of model loads"
+        + (f" ({duration(p.write_s)} of it writing synthetic models at an assumed "
+           f"{SYNTHETIC_WRITE_BPS / 1e6:.0f} MB/s)" if p.write_s else "")
+        + " and "
         f"{duration(p.idle_s)} of idle baseline; downloads not included)"
     )
     return EXIT_OK
