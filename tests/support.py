@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -20,6 +21,20 @@ def smol_config(name: str, *, n_ctx: str, workload: str, trials: str, energy: st
         f"    n_threads: 2\n    n_ctx: {n_ctx}\n"
         f"workload: {workload}\ntrials: {trials}\nenergy: {energy}\n"
     )
+
+
+def run_config(text: str, tmp_path: Path, name: str = "config.yaml") -> tuple[Path, Any]:
+    """Write `text` as a config under tmp_path, `bench run` it (exit 0 asserted) into
+    tmp_path/results, and return the one run folder and its loaded run."""
+    from bench.cli import main
+    from bench.results import load_run
+
+    cfg = tmp_path / name
+    cfg.write_text(text)
+    out = tmp_path / "results"
+    assert main(["run", str(cfg), "--out", str(out)]) == 0
+    (folder,) = [p for p in out.iterdir() if p.is_dir()]
+    return folder, load_run(folder)
 
 
 def wait_for_first_cell(out: Path, timeout_s: float = 120.0) -> None:

@@ -8,11 +8,10 @@ import pytest
 pytest.importorskip("rwkv")
 pytest.importorskip("transformers")
 
-from support import SMOL_MODEL_YAML
+from support import SMOL_MODEL_YAML, run_config
 from tiny_models import make_rwkv52, make_tiny_llama
 
 from bench.cli import main
-from bench.results import load_run
 
 pytestmark = pytest.mark.slow
 
@@ -20,22 +19,18 @@ pytestmark = pytest.mark.slow
 def test_one_run_measures_rwkv_transformers_and_llama_cpp_into_the_same_tables(tmp_path, capsys):
     pth = make_rwkv52(tmp_path / "tiny-rwkv52.pth")
     folder = make_tiny_llama(tmp_path / "tiny-llama")
-    cfg = tmp_path / "engines.yaml"
-    cfg.write_text(
+    folder_run, run = run_config(
         "name: engines\nmodels:\n" + SMOL_MODEL_YAML
         + f"  - {{id: tiny-rwkv52, path: '{pth}'}}\n  - {{id: tiny-llama, path: '{folder}'}}\n"
         "backends:\n  - {name: llama-cpp, n_threads: 2, n_ctx: 512}\n"
         "  - {name: rwkv, strategy: cpu fp32, n_threads: 2}\n"
         "  - {name: transformers, device: cpu, n_threads: 2}\n"
         "workload: {prompt_tokens: 32, gen_tokens: 8, depth: [0, 128]}\n"
-        "trials: {warmup: 1, repeat: 2}\nenergy: {meters: [estimate], idle_s: 0.2}\n"
+        "trials: {warmup: 1, repeat: 2}\nenergy: {meters: [estimate], idle_s: 0.2}\n",
+        tmp_path,
     )
-    out = tmp_path / "results"
-    assert main(["run", str(cfg), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "decode t/s" in printed
-    (folder_run,) = [p for p in out.iterdir() if p.is_dir()]
-    run = load_run(folder_run)
     m = run.manifest
     assert [c["status"] for c in m["cells"]] == ["ok"] * 6
     assert m["models"]["tiny-rwkv52"]["rwkv_version"] == "5.2"

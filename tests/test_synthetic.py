@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import gguf
 import pytest
+from support import run_config
 
 from bench.config import ConfigError, loads_config
 from bench.models import fetch, locate
@@ -156,16 +158,7 @@ def test_quality_is_refused_for_synthetic_models_with_a_sentence(cache: Path):
 
 @pytest.mark.slow
 def test_a_tiny_synthetic_llama_runs_end_to_end_through_bench_run(cache: Path, tmp_path: Path):
-    from bench.cli import main
-
-    cfg = tmp_path / "syn.yaml"
-    cfg.write_text(CONFIG.format(model="tiny", quants="quants: [Q4_0]"))
-    out = tmp_path / "results"
-    assert main(["run", str(cfg), "--out", str(out)]) == 0
-    from bench.results import load_run
-
-    (folder,) = [p for p in out.iterdir() if p.is_dir()]
-    run = load_run(folder)
+    _, run = run_config(CONFIG.format(model="tiny", quants="quants: [Q4_0]"), tmp_path)
     rows = [r for r in run.trials if not r["warmup"]]
     assert rows and all(r["status"] == "ok" for r in rows)
     assert all(r["model_source"] == "synthetic" for r in rows)
@@ -244,32 +237,12 @@ def test_the_eagle_7b_preset_has_eagle_7bs_parameter_count():
     assert n_params(shape) == pytest.approx(7.52e9, rel=0.005)
 
 
-def test_rwkv5_shapes_are_refused_where_the_rwkv_backend_could_not_run_them():
-    base = ("name: s\nmodels:\n  - id: r\n    synthetic: {model}\n{extra}"
-            "backends: [{{name: rwkv}}]\n")
-    with pytest.raises(ConfigError, match="takes no 'quants'"):
-        loads_config(base.format(model="rwkv5-tiny", extra="    quants: [Q4_0]\n"))
-    with pytest.raises(ConfigError, match="World tokenizer, so its vocab must be 65536"):
-        loads_config(base.format(model="{base: rwkv5-tiny, vocab: 1000}", extra=""))
-    with pytest.raises(ConfigError, match="no grouped KV heads"):
-        loads_config(base.format(model="{base: rwkv5-tiny, kv_heads: 1}", extra=""))
-    # An explicit shape needs no kv_heads or vocab: heads and the World vocabulary.
-    loaded = loads_config(base.format(
-        model="{arch: rwkv5, layers: 2, embedding: 64, heads: 2, ff: 224}", extra=""))
-    (cell,) = expand(loaded.config)  # paired with the rwkv backend, stored as BF16
-    assert cell.backend == "rwkv" and cell.variant.quant == "BF16"
-
-
 @pytest.mark.slow
 def test_synthetic_models_run_on_all_three_engines_with_a_roofline_and_no_quality(
         cache: Path, tmp_path: Path):
     pytest.importorskip("rwkv", reason="the rwkv extra is not installed: pip install 'bench[rwkv]'")
     pytest.importorskip("transformers", reason="pip install 'bench[transformers]'")
-    from bench.cli import main
-    from bench.results import load_run
-
-    cfg = tmp_path / "engines.yaml"
-    cfg.write_text(
+    _, run = run_config(
         "name: shapes\nmodels:\n  - {id: eagle-tiny, synthetic: rwkv5-tiny}\n"
         "  - {id: llama-tiny, synthetic: tiny}\n"
         "  - {id: llama-tiny-hf, synthetic: tiny, format: hf}\n"
@@ -277,12 +250,9 @@ def test_synthetic_models_run_on_all_three_engines_with_a_roofline_and_no_qualit
         "  - {name: llama-cpp, n_threads: 1, n_ctx: 256}\n"
         "  - {name: transformers, device: cpu, n_threads: 1}\n"
         "workload: {prompt_tokens: 16, gen_tokens: 8}\ntrials: {warmup: 1, repeat: 2}\n"
-        "quality: {texts: heldout}\nenergy: {meters: [estimate], idle_s: 0}\n"
+        "quality: {texts: heldout}\nenergy: {meters: [estimate], idle_s: 0}\n",
+        tmp_path,
     )
-    out = tmp_path / "results"
-    assert main(["run", str(cfg), "--out", str(out)]) == 0
-    (folder,) = [p for p in out.iterdir() if p.is_dir()]
-    run = load_run(folder)
     rows = [r for r in run.trials if not r["warmup"]]
     # Each synthetic model pairs only with the engine that runs its format.
     assert sorted({(r["model"], r["backend"]) for r in rows}) == [
@@ -330,18 +300,36 @@ def test_an_hf_folder_loads_offline_and_tokenizes_any_text(tmp_path: Path):
     assert q.dtype.name == "float16" and abs(float(q.std()) - 0.02) < 0.002  # random, N(0, .02)
 
 
-def test_format_hf_is_refused_where_it_cannot_be_built():
-    base = ("name: s\nmodels:\n  - id: r\n    synthetic: {model}\n{extra}"
-            "backends: [{{name: transformers}}]\n")
-    with pytest.raises(ConfigError, match="one float16 folder and takes no 'quants'"):
-        loads_config(base.format(model="tiny", extra="    format: hf\n    quants: [Q4_0]\n"))
-    with pytest.raises(ConfigError, match="written as rwkv, not hf"):
-        loads_config(base.format(model="rwkv5-tiny", extra="    format: hf\n"))
-    with pytest.raises(ConfigError, match="the rwkv backend runs the rwkv5 shapes"):
-        loads_config(base.format(model="tiny", extra="    format: rwkv\n"))
-    loaded = loads_config(base.format(model="tiny", extra="    format: hf\n"))
+SHAPE_CONFIG = ("name: s\nmodels:\n  - id: r\n    synthetic: {model}\n{extra}"
+                "backends: [{{name: {backend}}}]\n")
+
+
+@pytest.mark.parametrize("backend,model,extra,message", [
+    ("rwkv", "rwkv5-tiny", "    quants: [Q4_0]\n", "an rwkv5 synthetic model is one bf16 "
+     "checkpoint and takes no 'quants'"),
+    ("rwkv", "{base: rwkv5-tiny, vocab: 1000}", "", "World tokenizer, so its vocab must be "
+     "65536"),
+    ("rwkv", "{base: rwkv5-tiny, kv_heads: 1}", "", "no grouped KV heads"),
+    ("transformers", "tiny", "    format: hf\n    quants: [Q4_0]\n",
+     "one float16 folder and takes no 'quants'"),
+    ("transformers", "rwkv5-tiny", "    format: hf\n", "written as rwkv, not hf"),
+    ("transformers", "tiny", "    format: rwkv\n", "the rwkv backend runs the rwkv5 shapes"),
+])
+def test_synthetic_shapes_are_refused_where_their_engine_could_not_run_them(
+        backend, model, extra, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        loads_config(SHAPE_CONFIG.format(model=model, extra=extra, backend=backend))
+
+
+@pytest.mark.parametrize("backend,model,extra,quant", [
+    # An explicit rwkv5 shape needs no kv_heads or vocab: its heads and the World vocabulary.
+    ("rwkv", "{arch: rwkv5, layers: 2, embedding: 64, heads: 2, ff: 224}", "", "BF16"),
+    ("transformers", "tiny", "    format: hf\n", "F16"),
+])
+def test_a_synthetic_shape_pairs_with_the_engine_of_its_format(backend, model, extra, quant):
+    loaded = loads_config(SHAPE_CONFIG.format(model=model, extra=extra, backend=backend))
     (cell,) = expand(loaded.config)
-    assert cell.backend == "transformers" and cell.variant.quant == "F16"
+    assert cell.backend == backend and cell.variant.quant == quant
 
 
 @pytest.mark.slow
